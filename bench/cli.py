@@ -1,0 +1,130 @@
+"""The ``bench`` command line: ``run``, ``ls``, ``leaderboard``.
+
+Bad input (unknown names, bad sparsities, malformed configs) prints one clear line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED_CELLS = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as err:
+        print(f"bench: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruning methods for transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a method × task × sparsity × seed matrix")
+    run.add_argument("--config", type=Path, help="YAML file with any of the fields below (flags win)")
+    run.add_argument("--methods", help="comma list of methods, or 'all'")
+    run.add_argument("--tasks", help="comma list of tasks, or 'all'")
+    run.add_argument("--sparsities", help="comma list of target sparsities in [0, 1), e.g. 0.5,0.9")
+    run.add_argument("--seeds", help="comma list of integer seeds (default 0)")
+    run.add_argument("--model", help="Hub model id or local path (default: the preset's)")
+    run.add_argument("--preset", help="budget preset: quick or paper (default quick)")
+    run.add_argument("--output", type=Path, help="results folder (default results/<preset>)")
+    run.add_argument("--train-split", help="train split for every task, slicing allowed: 'train[:2000]'")
+    run.add_argument("--eval-split", help="eval split for every task, e.g. 'validation_matched[:1000]'")
+    run.add_argument("--epochs", type=float, help="override the preset's epochs")
+    run.add_argument("--batch-size", type=int, help="override the preset's train batch size")
+    run.add_argument("--max-length", type=int, help="override the preset's tokens per feature")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
+    run.add_argument("--save-models", action="store_true", help="save finalized models to OUTPUT/models/<id>")
+    run.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("ls", help="list registered methods or tasks")
+    ls.add_argument("what", choices=["methods", "tasks"])
+    ls.set_defaults(func=cmd_ls)
+
+    board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
+    board.add_argument("output", type=Path)
+    board.set_defaults(func=cmd_leaderboard)
+    return parser
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from bench import registry
+
+    reg = registry.methods if args.what == "methods" else registry.tasks
+    rows = [(e.name, e.package, e.describe()) for e in reg.entries.values()]
+    print(tabulate(rows, headers=["name", "package", "description"], tablefmt="simple"))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from bench import leaderboard, records
+
+    if not records.cells_dir(args.output).is_dir():
+        raise BenchError(f"no results in {args.output}: expected a folder with cells/ (made by bench run)")
+    print(leaderboard.write(args.output))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import leaderboard, records
+    from bench.runner import Matrix, run_matrix
+
+    matrix = Matrix(**matrix_fields(args))
+    results = run_matrix(matrix, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(leaderboard.write(matrix.output))
+    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow: {matrix.tracking_uri or 'sqlite:///' + str((matrix.output / 'mlflow.db').resolve())}")
+    failed = [r for r in results if r["status"] != records.FINISHED]
+    for rec in failed:
+        print(f"FAILED {rec['cell']['method']}/{rec['cell']['task']['name']}: {rec['error']}", file=sys.stderr)
+    return EXIT_FAILED_CELLS if failed else 0
+
+
+def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Matrix fields from the ``--config`` file with command-line flags on top.
+
+    Raises:
+        BenchError: malformed config, unknown config keys, non-numeric sparsities or seeds, missing fields.
+    """
+    from bench.config import load_config, parse_list
+
+    fields = load_config(args.config) if args.config else {}
+    for key in ("methods", "tasks"):
+        if getattr(args, key):
+            fields[key] = getattr(args, key)
+    if args.sparsities:
+        fields["sparsities"] = parse_list(args.sparsities, float, "sparsities")
+    if args.seeds:
+        fields["seeds"] = parse_list(args.seeds, int, "seeds")
+    for key in ("model", "preset", "output", "tracking_uri"):
+        if getattr(args, key):
+            fields[key] = getattr(args, key)
+    if args.save_models:
+        fields["save_models"] = True
+    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length}
+    fields["budget"] = {**fields.get("budget", {}), **{k: v for k, v in budget.items() if v is not None}}
+    splits = {k: v for k, v in (("train_split", args.train_split), ("eval_split", args.eval_split)) if v}
+    if splits:
+        fields.setdefault("splits", {}).setdefault("*", {}).update(splits)
+    for key in ("methods", "tasks", "sparsities"):
+        if key not in fields:
+            raise BenchError(f"missing --{key} (or '{key}:' in the --config file)")
+    fields.setdefault("preset", "quick")
+    fields.setdefault("output", Path("results") / fields["preset"])
+    return fields
+
+
+if __name__ == "__main__":
+    sys.exit(main())

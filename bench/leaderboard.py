@@ -1,0 +1,115 @@
+"""Leaderboards: collect cell records into a DataFrame (pure), then render it (pure).
+
+A row is a method, the dense reference on top; a column is task × target sparsity; a value is the task's
+primary metric, mean ± std over seeds, with the measured encoder sparsity and the number of seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench import records
+
+COLUMNS = [
+    "cell_id", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
+    "encoder_sparsity", "remaining_params", "total_params", "wall_seconds",
+]  # fmt: skip
+
+
+def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per finished cell record, with the columns in :data:`COLUMNS`."""
+    rows = []
+    for rec in cell_records:
+        if rec.get("status") != records.FINISHED:
+            continue
+        cell = rec["cell"]
+        rows.append(
+            {
+                "cell_id": rec["id"],
+                "method": cell["method"],
+                "task": cell["task"]["name"],
+                "target_sparsity": cell["sparsity"],
+                "seed": cell["seed"],
+                "metric": rec["primary_metric"],
+                "value": rec["metrics"][rec["primary_metric"]],
+                "greater_is_better": rec.get("greater_is_better", True),
+                "encoder_sparsity": rec["sparsity"]["encoder_sparsity"],
+                "remaining_params": rec["sparsity"]["remaining_params"],
+                "total_params": rec["sparsity"]["total_params"],
+                "wall_seconds": rec.get("wall_seconds"),
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (method, task, target sparsity)."""
+    keys = ["method", "task", "target_sparsity", "metric", "greater_is_better"]
+    grouped = df.groupby(keys, sort=False)
+    out = grouped.agg(
+        mean=("value", "mean"),
+        std=("value", "std"),
+        seeds=("seed", "nunique"),
+        encoder_sparsity=("encoder_sparsity", "mean"),
+        remaining_params=("remaining_params", "mean"),
+    ).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard: rows are methods (dense first), columns are ``task metric @ sparsity``.
+
+    Dense runs once per task at sparsity 0; its value stands in every sparsity column of its task.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    summary = summarize(df)
+    pruned = summary[summary["method"] != "dense"]
+    targets = sorted(set(pruned["target_sparsity"])) or [0.0]
+    cells: dict[str, dict[str, str]] = {}
+    for row in summary.itertuples():
+        arrow = "↑" if row.greater_is_better else "↓"
+        for target in targets if row.method == "dense" else [row.target_sparsity]:
+            column = f"{row.task} {row.metric}{arrow} @ {target:.0%}"
+            cells.setdefault(row.method, {})[column] = format_value(row)
+    methods = sorted(cells, key=lambda m: (m != "dense", m))
+    columns = sorted({c for v in cells.values() for c in v}, key=_column_order)
+    return pd.DataFrame([[cells[m].get(c, "") for c in columns] for m in methods], index=methods, columns=columns)
+
+
+def format_value(row: Any) -> str:
+    spread = f" ± {row.std:.2f}" if row.seeds > 1 else ""
+    return f"{row.mean:.2f}{spread} (n={row.seeds}, sp {row.encoder_sparsity:.1%}, {row.remaining_params / 1e6:.1f}M)"
+
+
+def _column_order(column: str) -> tuple[str, float]:
+    task, _, target = column.partition(" @ ")
+    return task, float(target.rstrip("%"))
+
+
+def render(board: pd.DataFrame, fmt: str = "github") -> str:
+    """Render :func:`table` output with tabulate (``github`` for Markdown)."""
+    if board.empty:
+        return "(no finished cells)"
+    return tabulate(board, headers=["method", *board.columns], tablefmt=fmt)
+
+
+LEGEND = (
+    "Values: primary metric, mean ± std over seeds (n = seeds), then the measured encoder sparsity "
+    "(exact zeros in Q, K, V, O, FFN in/out) and the total parameters remaining."
+)
+
+
+def write(output: Path) -> str:
+    """Collect ``output/cells``, write ``leaderboard.md`` and ``leaderboard.csv``; return the Markdown."""
+    df = collect(records.read_records(output))
+    board = table(df)
+    markdown = render(board)
+    Path(output, "leaderboard.md").write_text(f"{markdown}\n\n{LEGEND}\n")
+    df.to_csv(Path(output, "leaderboard.csv"), index=False)
+    return markdown

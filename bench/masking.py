@@ -1,0 +1,126 @@
+"""Masks as ``torch.nn.utils.parametrize`` parametrizations, and the top-k rule they share.
+
+The lifecycle mirrors torch.ao.pruning's ``BaseSparsifier`` (prepare → step → squash_mask): a method attaches a
+:class:`Mask` to every prunable weight, updates the mask's state between optimizer steps, and finally bakes the
+hard mask into the weight and removes the parametrization. The model's ``forward`` signature never changes and
+receives no schedule value: whatever a schedule decides lives in the mask's buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from bench.prunable import PrunableWeight
+
+
+class Mask(nn.Module):
+    """Parametrization ``W ↦ W ⊙ M`` with a hard 0/1 ``mask`` buffer of W's shape (out, in).
+
+    Subclasses may add learnable ``scores`` (registered as parameters of this module, so that they follow the
+    model across devices and into ``state_dict``) and override :meth:`forward` for a soft or straight-through
+    mask during training. :func:`bake` always uses the hard ``mask`` buffer.
+    """
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=True)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
+class StraightThroughMask(Mask):
+    """``W ↦ W ⊙ M`` whose backward sends ∂L/∂M = W ⊙ ∂L/∂(W⊙M) to ``scores`` unchanged (straight-through).
+
+    The forward value is exactly ``W ⊙ mask``; the gradient of ``scores`` is what Sanh et al. (2020) eq. (3)
+    use: ∂L/∂S_ij = ∂L/∂W'_ij · W_ij.
+    """
+
+    def __init__(self, weight: Tensor, init: float = 0.0):
+        super().__init__(weight)
+        self.scores = nn.Parameter(torch.full_like(weight, init, dtype=torch.float32))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * _straight_through(self.scores, self.mask)
+
+
+class _StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, scores: Tensor, mask: Tensor) -> Tensor:
+        return mask.to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _straight_through(scores: Tensor, mask: Tensor) -> Tensor:
+    return _StraightThrough.apply(scores, mask)
+
+
+def topk_mask(scores: Tensor, sparsity: float) -> Tensor:
+    """Boolean mask keeping the ``numel - round(sparsity * numel)`` largest entries of ``scores``.
+
+    Exactly that many entries are kept; ties at the threshold are broken by position (first kept).
+    Cost: one ``kthvalue`` (O(n)), several times cheaper than a full sort on CPU.
+
+    Args:
+        scores: any shape; compared as a flat vector.
+        sparsity: fraction to remove, in [0, 1].
+    """
+    n = scores.numel()
+    n_pruned = min(n, max(0, round(sparsity * n)))
+    if n_pruned == 0:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if n_pruned == n:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    flat = scores.detach().flatten()
+    threshold = flat.kthvalue(n_pruned).values
+    keep = flat > threshold
+    deficit = (n - n_pruned) - int(keep.sum())
+    if deficit > 0:  # ties at the threshold: keep the first `deficit` of them
+        tied = (flat == threshold).nonzero().flatten()[:deficit]
+        keep[tied] = True
+    return keep.view_as(scores)
+
+
+def attach(weights: list[PrunableWeight], make_mask: Callable[[PrunableWeight], Mask]) -> dict[str, Mask]:
+    """Register ``make_mask(pw)`` as the parametrization of each ``pw.module.weight``.
+
+    Returns:
+        ``{module name: mask module}`` in the order of ``weights``.
+    """
+    masks = {}
+    for pw in weights:
+        mask = make_mask(pw)
+        parametrize.register_parametrization(pw.module, "weight", mask)
+        masks[pw.name] = mask
+    return masks
+
+
+def bake(model: nn.Module) -> None:
+    """Multiply every masked weight by its hard ``mask`` and remove the parametrizations.
+
+    Afterwards the model has its original parameter names and exact zeros where the masks were 0, so it
+    saves and loads with stock transformers. Unmasked entries keep their bits (they are multiplied by 1).
+    """
+    for module in model.modules():
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        param_list = module.parametrizations["weight"]
+        with torch.no_grad():
+            for mask in param_list:
+                if isinstance(mask, Mask):
+                    param_list.original.mul_(mask.mask)
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+
+
+def original_weight(module: nn.Module) -> Tensor:
+    """The unmasked weight of a (possibly parametrized) linear layer."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations["weight"].original
+    return module.weight

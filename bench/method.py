@@ -1,0 +1,132 @@
+"""The pruning-method interface that every plugin implements.
+
+Lifecycle (after torch.ao.pruning's ``BaseSparsifier``: prepare → step → squash_mask)::
+
+    method = MethodClass(sparsity=0.9, **hparams)   # hparams default to the paper's values
+    method.prepare(model)                           # attach masks / scores as parametrizations
+    optimizer groups += method.param_groups()       # e.g. scores with their own learning rate
+    for each optimizer step t = 1..T:
+        loss = task_loss + method.regularization_loss()   # when not None
+        ... backward, optimizer.step() ...
+        method.step(t, T)                           # schedules, mask updates, proximal steps
+    info = method.finalize(model)                   # bake hard masks into weights, remove parametrizations
+
+``step(0, T)`` is also called once before the first optimizer step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+from bench.errors import BenchError
+from bench.masking import Mask, attach, bake, original_weight
+from bench.prunable import PrunableWeight, prunable_weights
+from bench.schedule import cubic_schedule
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class PruningMethod(ABC):
+    """Base class of every pruning method.
+
+    Class attributes:
+        name: registry name (``bench ls methods``).
+        description: one line for listings.
+        defaults: the method's hyperparameters with the paper's values; constructor keywords override them.
+        trains_weights: False when the pretrained weights stay frozen (only scores and the task head learn).
+        prunes: False for the ``dense`` reference, which the matrix runs at sparsity 0 only.
+
+    Args:
+        sparsity: target fraction of exact zeros in the prunable set after :meth:`finalize`, in [0, 1).
+        **hparams: overrides of :attr:`defaults`.
+
+    Raises:
+        BenchError: sparsity outside [0, 1), or a hyperparameter name not in :attr:`defaults`.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    trains_weights: ClassVar[bool] = True
+    prunes: ClassVar[bool] = True
+
+    def __init__(self, sparsity: float, **hparams: Any):
+        if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+            raise BenchError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+        unknown = sorted(set(hparams) - set(self.defaults))
+        if unknown:
+            raise BenchError(
+                f"unknown hyperparameter(s) {', '.join(unknown)} for method {self.name!r}; "
+                f"valid: {', '.join(sorted(self.defaults)) or '(none)'}"
+            )
+        self.sparsity = float(sparsity)
+        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        self.masks: dict[str, Mask] = {}
+        self.weights: dict[str, PrunableWeight] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> None:
+        """Attach a mask from :meth:`make_mask` to every prunable weight of ``model``.
+
+        Raises:
+            BenchError: the architecture is not in :data:`bench.prunable.ARCHITECTURES`.
+        """
+        found = prunable_weights(model)
+        self.weights = {pw.name: pw for pw in found}
+        self.masks = attach(found, self.make_mask)
+
+    @abstractmethod
+    def make_mask(self, weight: PrunableWeight) -> Mask:
+        """The parametrization for one prunable weight (called by :meth:`prepare`)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Extra optimizer parameter groups, e.g. ``[{"params": scores, "lr": 1e-2, "weight_decay": 0.0}]``."""
+        return []
+
+    def regularization_loss(self) -> Tensor | None:
+        """A scalar added to the task loss before backward, or None."""
+        return None
+
+    def step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook
+        """Hook after optimizer step ``step`` of ``total_steps`` (and once with step=0 before training)."""
+
+    def finalize(self, model: nn.Module) -> dict[str, float]:
+        """Set the final hard masks at the target sparsity, bake them into the weights, drop parametrizations.
+
+        Returns:
+            Extra facts for the cell record, e.g. ``{"sparsity_before_projection": 0.87}``.
+        """
+        info = self.set_final_masks()
+        bake(model)
+        self.masks = {}
+        return info
+
+    @abstractmethod
+    def set_final_masks(self) -> dict[str, float]:
+        """Write the final hard masks (exactly the target sparsity where the method projects) into ``mask``."""
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        """Hyperparameters this method lets Optuna vary, sampled from ``trial`` around the paper's values."""
+        return {}
+
+    # ---- helpers for subclasses --------------------------------------------------------------------------
+    def weight(self, name: str) -> Tensor:
+        """The unmasked weight (out, in) of prunable layer ``name``; a leaf parameter that the optimizer updates."""
+        return original_weight(self.weights[name].module)
+
+    def scheduled_sparsity(self, step: int, total_steps: int) -> float:
+        """Target sparsity after ``step`` steps on the cubic schedule (:func:`bench.schedule.cubic_schedule`)."""
+        return cubic_schedule(
+            step,
+            total_steps,
+            final=self.sparsity,
+            initial=0.0,
+            warmup_frac=self.hparams.get("warmup_frac", 0.1),
+            cooldown_frac=self.hparams.get("cooldown_frac", 0.2),
+        )

@@ -1,0 +1,72 @@
+"""Presets: the model and per-task budgets and splits of a matrix.
+
+``quick`` fits a 2-core CPU (the six-cell dense/magnitude/movement × mnli/squad matrix in under 20 minutes);
+``paper`` is the setup of Sanh, Wolf & Rush (2020), "Movement Pruning", section 5 and appendix A.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from bench.cell import Budget
+from bench.errors import BenchError
+from bench.registry import unknown_name_message
+
+QUICK_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "description": "MiniLM-L6 on slices of train/eval, 1 epoch: minutes per cell on a 2-core CPU",
+        "model": QUICK_MODEL,
+        "budget": Budget(epochs=1, batch_size=32, learning_rate=5e-5, warmup_ratio=0.1, max_length=128),
+        "tasks": {
+            "mnli": {"train_split": "train[:2000]", "eval_split": "validation_matched[:2000]"},
+            "sst2": {"train_split": "train[:2000]", "eval_split": "validation"},
+            "squad": {
+                "train_split": "train[:800]",
+                "eval_split": "validation[:500]",
+                "budget": {"batch_size": 16, "max_length": 256, "doc_stride": 64},
+            },
+        },
+    },
+    "paper": {
+        "description": "Movement Pruning (Sanh et al. 2020) setup: BERT-base, full splits, 6/10 epochs",
+        "model": "bert-base-uncased",
+        "budget": Budget(epochs=6, batch_size=32, learning_rate=3e-5, warmup_ratio=0.1, max_length=128),
+        "tasks": {
+            "mnli": {"budget": {"epochs": 6, "batch_size": 32, "max_length": 128}},
+            "squad": {"budget": {"epochs": 10, "batch_size": 16, "max_length": 384, "doc_stride": 128}},
+        },
+    },
+}
+
+
+def get_preset(name: str) -> dict[str, Any]:
+    """The preset called ``name``.
+
+    Raises:
+        BenchError: unknown preset, with "did you mean" and the valid names.
+    """
+    if name not in PRESETS:
+        raise BenchError(unknown_name_message("preset", name, sorted(PRESETS)))
+    return PRESETS[name]
+
+
+def task_settings(preset: dict[str, Any], task: str, overrides: dict[str, Any] | None = None):
+    """(budget, train_split or None, eval_split or None) of ``task`` under ``preset`` plus ``overrides``.
+
+    ``overrides`` may hold Budget fields and ``train_split``/``eval_split``; they win over the preset.
+
+    Raises:
+        BenchError: an override names no Budget field.
+    """
+    per_task = preset["tasks"].get(task, {})
+    overrides = dict(overrides or {})
+    splits = {k: overrides.pop(k, None) or per_task.get(k) for k in ("train_split", "eval_split")}
+    budget_fields = {**per_task.get("budget", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    valid = set(Budget.__dataclass_fields__)
+    unknown = sorted(set(budget_fields) - valid)
+    if unknown:
+        raise BenchError(f"unknown budget setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    return replace(preset["budget"], **budget_fields), splits["train_split"], splits["eval_split"]

@@ -1,0 +1,137 @@
+"""Which weights may be pruned: the per-architecture table.
+
+Sparsity accounting follows Sanh, Wolf & Rush (2020), "Movement Pruning", section 5: the prunable set is the
+encoder's linear weight matrices (attention Q, K, V and output, FFN in and FFN out). Embeddings, the pooler,
+task heads, every bias and every LayerNorm stay dense and out of the count.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Name patterns of one architecture's prunable linear layers.
+
+    Attributes:
+        model_type: ``config.model_type`` as transformers spells it.
+        layer_pattern: regex capturing the encoder layer index from a module name.
+        roles: ``{role: module-name suffix}`` for the six matrix roles q, k, v, o, ffn_in, ffn_out.
+    """
+
+    model_type: str
+    layer_pattern: str
+    roles: dict[str, str]
+
+
+ROLES = ("q", "k", "v", "o", "ffn_in", "ffn_out")
+
+ARCHITECTURES: dict[str, Architecture] = {
+    arch.model_type: arch
+    for arch in (
+        Architecture(
+            "bert",
+            r"encoder\.layer\.(\d+)\.",
+            {
+                "q": "attention.self.query",
+                "k": "attention.self.key",
+                "v": "attention.self.value",
+                "o": "attention.output.dense",
+                "ffn_in": "intermediate.dense",
+                "ffn_out": "output.dense",
+            },
+        ),
+        Architecture(
+            "roberta",
+            r"encoder\.layer\.(\d+)\.",
+            {
+                "q": "attention.self.query",
+                "k": "attention.self.key",
+                "v": "attention.self.value",
+                "o": "attention.output.dense",
+                "ffn_in": "intermediate.dense",
+                "ffn_out": "output.dense",
+            },
+        ),
+        Architecture(
+            "distilbert",
+            r"transformer\.layer\.(\d+)\.",
+            {
+                "q": "attention.q_lin",
+                "k": "attention.k_lin",
+                "v": "attention.v_lin",
+                "o": "attention.out_lin",
+                "ffn_in": "ffn.lin1",
+                "ffn_out": "ffn.lin2",
+            },
+        ),
+        Architecture(
+            "mpnet",
+            r"encoder\.layer\.(\d+)\.",
+            {
+                "q": "attention.attn.q",
+                "k": "attention.attn.k",
+                "v": "attention.attn.v",
+                "o": "attention.attn.o",
+                "ffn_in": "intermediate.dense",
+                "ffn_out": "output.dense",
+            },
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class PrunableWeight:
+    """One prunable matrix: ``module.weight`` of shape (out_features, in_features)."""
+
+    name: str  # module name in the model, e.g. "bert.encoder.layer.0.attention.self.query"
+    module: nn.Linear
+    layer: int
+    role: str  # one of ROLES
+
+
+def architecture_of(model: nn.Module) -> Architecture:
+    """The table entry for ``model.config.model_type``.
+
+    Raises:
+        BenchError: the architecture is not in the table; the message lists the supported ones.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise BenchError(
+            f"unsupported architecture {model_type!r}: prunable weights are known for "
+            f"{', '.join(sorted(ARCHITECTURES))}. Add an entry to bench.prunable.ARCHITECTURES."
+        )
+    return ARCHITECTURES[model_type]
+
+
+def prunable_weights(model: nn.Module) -> list[PrunableWeight]:
+    """Every prunable linear layer of ``model``, in module order.
+
+    Matching is by name suffix inside an encoder layer, so task heads (``classifier``, ``qa_outputs``) and
+    the pooler never match.
+
+    Raises:
+        BenchError: unknown architecture, or a known one in which no prunable layer was found.
+    """
+    arch = architecture_of(model)
+    layer_re = re.compile(arch.layer_pattern)
+    found = []
+    for name, module in model.named_modules():
+        match = layer_re.search(name)
+        if match is None or not isinstance(module, nn.Linear):
+            continue
+        rest = name[match.end():]
+        for role, suffix in arch.roles.items():
+            if rest == suffix:
+                found.append(PrunableWeight(name, module, int(match.group(1)), role))
+    if not found:
+        raise BenchError(f"no prunable linear layers found in this {arch.model_type!r} model")
+    return found

@@ -1,0 +1,83 @@
+"""MLflow tracking: one run per cell, logged in a few batched calls.
+
+The default store is an embedded SQLite file in the output folder (``sqlite:///DIR/mlflow.db``), with no
+server to start; open it with ``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db``. One ``log_metric``
+call on SQLite costs milliseconds, so everything goes through ``log_batch``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "prune-bench"
+_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
+
+
+def default_tracking_uri(output: Path) -> str:
+    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dict → ``{"a.b": "value"}`` with JSON for lists, for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+class Tracker:
+    """Logs cells to MLflow at ``uri`` under experiment ``experiment``."""
+
+    def __init__(self, uri: str, experiment: str = EXPERIMENT):
+        os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+
+    def start(self, cell_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Create a RUNNING run for a cell; returns its run id."""
+        from mlflow.entities import Param, RunTag
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, "cell_id": cell_id})
+        flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+        for i in range(0, len(flat), 90):
+            self.client.log_batch(run.info.run_id, params=flat[i : i + 90])
+        self.client.log_batch(run.info.run_id, tags=[RunTag("mlflow.runName", run_name)])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], history: list[dict[str, Any]] = ()) -> None:
+        """Final metrics (step 0) and a per-step history (``[{"step": 10, "loss": 1.1}, ...]``) in batches."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)]
+        for entry in history:
+            step = int(entry.get("step", 0))
+            batch += [Metric(f"train/{k}", float(v), now, step) for k, v in entry.items() if k != "step" and _is_number(v)]
+        for i in range(0, len(batch), _BATCH):
+            self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
+
+    def end(self, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
+        """Close the run with ``status`` (FINISHED, FAILED or KILLED)."""
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

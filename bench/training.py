@@ -1,0 +1,108 @@
+"""Training a cell through the transformers Trainer with a pruning method's hooks attached.
+
+The method touches training in three places, and only there: its optimizer parameter groups
+(:meth:`PruningTrainer.create_optimizer`), its regularization loss (:meth:`PruningTrainer.compute_loss`) and its
+after-step hook (:class:`PruningCallback`). Nothing reaches the model's forward.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from bench.cell import Budget
+from bench.method import PruningMethod
+
+
+class PruningCallback(TrainerCallback):
+    """Calls ``method.step(t, T)`` once before training (t=0) and after every optimizer step."""
+
+    def __init__(self, method: PruningMethod):
+        self.method = method
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.method.step(0, state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.method.step(state.global_step, state.max_steps)
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class PruningTrainer(Trainer):
+    """A Trainer whose optimizer and loss include the pruning method's parameter groups and regularizer."""
+
+    def __init__(self, *args: Any, method: PruningMethod, **kwargs: Any):
+        self.method = method
+        super().__init__(*args, **kwargs)
+        self.add_callback(PruningCallback(method))
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        extra = self.method.param_groups()
+        if extra and not any(g.get("_pruning") for g in optimizer.param_groups):
+            own = {id(p) for group in extra for p in group["params"]}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in own]
+            for group in extra:
+                optimizer.add_param_group({**group, "_pruning": True})
+        return optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            regularization = self.method.regularization_loss()
+            if regularization is not None:
+                loss = loss + regularization
+            if not torch.isfinite(loss.detach()):
+                raise DivergenceError(f"loss is {loss.item()} at step {self.state.global_step}")
+        return (loss, outputs) if return_outputs else loss
+
+
+def freeze_pretrained(model: torch.nn.Module) -> None:
+    """Freeze every pretrained parameter; the task head (outside ``model.base_model``) stays trainable.
+
+    Parametrization ``original`` tensors inside the encoder are frozen too; scores stay trainable because they
+    belong to the mask modules, which the method hands to the optimizer itself.
+    """
+    base = model.base_model
+    scores = {id(p) for name, p in base.named_parameters() if ".parametrizations." in name and "original" not in name}
+    for param in base.parameters():
+        if id(param) not in scores:
+            param.requires_grad_(False)
+
+
+def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any) -> TrainingArguments:
+    """TrainingArguments for a cell: seeded data order, no checkpoints, no integrations, CPU when no GPU."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=budget.epochs,
+        per_device_train_batch_size=budget.batch_size,
+        per_device_eval_batch_size=budget.eval_batch_size,
+        learning_rate=budget.learning_rate,
+        warmup_steps=budget.warmup_ratio,
+        weight_decay=budget.weight_decay,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="steps",
+        logging_steps=10,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        **extra,
+    )
+
+
+def total_steps(n_train_features: int, budget: Budget) -> int:
+    """Optimizer steps of a run: ceil(features / batch) × epochs."""
+    return max(1, math.ceil(math.ceil(n_train_features / budget.batch_size) * budget.epochs))

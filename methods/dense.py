@@ -1,0 +1,30 @@
+"""``dense``: plain fine-tuning with no pruning, the reference row of every leaderboard and the teacher."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bench.masking import Mask
+from bench.method import PruningMethod
+from bench.prunable import PrunableWeight
+
+
+class Dense(PruningMethod):
+    """Plain fine-tuning: no masks, no scores, nothing removed.
+
+    The matrix runs it at sparsity 0 only, whatever sparsities were asked for, and the leaderboard puts it on
+    top of every table. Its finalized model is the teacher when distillation is on.
+    """
+
+    name = "dense"
+    description = "no pruning: plain fine-tuning, the reference row and the distillation teacher"
+    prunes = False
+
+    def prepare(self, model: nn.Module) -> None:
+        self.masks = {}
+
+    def make_mask(self, weight: PrunableWeight) -> Mask:  # pragma: no cover - never called
+        raise NotImplementedError("dense attaches no masks")
+
+    def set_final_masks(self) -> dict[str, float]:
+        return {}

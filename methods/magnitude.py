@@ -1,0 +1,49 @@
+"""``magnitude``: gradual magnitude pruning on the cubic schedule.
+
+Zhu & Gupta (2017), "To prune, or not to prune: exploring the efficacy of pruning for model compression",
+arXiv 1710.01878, eq. (1) for the schedule; used as the magnitude baseline by Sanh, Wolf & Rush (2020),
+"Movement Pruning", section 4 ("magnitude pruning ... local, per matrix").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from bench.masking import Mask, topk_mask
+from bench.method import PruningMethod
+from bench.prunable import PrunableWeight
+
+
+class Magnitude(PruningMethod):
+    """Gradual magnitude pruning: per matrix, M = Top_v(|W|) with v on the cubic schedule; W is fine-tuned.
+
+    Implements Movement Pruning (Sanh et al. 2020) eq. (2) with importance scores S = |W| and the local
+    (per-matrix) top-v selection; v follows Zhu & Gupta eq. (1) with warm-up/cool-down as fractions of the run.
+
+    Departures: masks are recomputed after every optimizer step (Zhu & Gupta recompute every Δt steps);
+    warm-up/cool-down are fractions of total steps rather than absolute step counts.
+    """
+
+    name = "magnitude"
+    description = "gradual magnitude pruning, local top-k of |W| on the cubic schedule (Zhu & Gupta 2017)"
+    defaults = {"warmup_frac": 0.1, "cooldown_frac": 0.2}
+
+    def make_mask(self, weight: PrunableWeight) -> Mask:
+        return Mask(weight.module.weight)
+
+    def step(self, step: int, total_steps: int) -> None:
+        self._update(self.scheduled_sparsity(step, total_steps))
+
+    def set_final_masks(self) -> dict[str, float]:
+        self._update(self.sparsity)
+        return {}
+
+    def _update(self, sparsity: float) -> None:
+        for name, mask in self.masks.items():
+            mask.mask.copy_(topk_mask(self.weight(name).abs(), sparsity))
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        return {"cooldown_frac": trial.suggest_float("cooldown_frac", 0.1, 0.3)}

@@ -1,0 +1,143 @@
+"""GLUE sentence(-pair) classification tasks (Wang et al., 2019, "GLUE: A Multi-Task Benchmark and Analysis
+Platform for Natural Language Understanding", ICLR), scored by accuracy in percent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.task import Featurization, Task
+
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
+
+
+def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
+    """Accuracy of the argmax of ``logits`` against ``labels``, in percent (0-100), as GLUE reports it.
+
+    Args:
+        logits: array-like of shape ``(n_examples, n_labels)``, raw scores (any monotone transform works).
+        labels: array-like of shape ``(n_examples,)``, gold label ids in ``[0, n_labels)``.
+
+    Returns:
+        ``{"accuracy": float}``, computed with :func:`sklearn.metrics.accuracy_score`.
+
+    Raises:
+        ValueError: ``logits`` is not 2-D, the lengths differ, there are no examples, or a label is negative
+            (GLUE test splits carry label -1, i.e. no gold labels).
+    """
+    from sklearn.metrics import accuracy_score
+
+    logits, labels = np.asarray(logits), np.asarray(labels)
+    if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels):
+        raise ValueError(f"expected logits (n, n_labels) and labels (n,), got {logits.shape}, {labels.shape}")
+    if len(labels) == 0:
+        raise ValueError("no examples to score")
+    if (labels < 0).any():
+        raise ValueError("negative label ids: the split has no gold labels (a GLUE test split?)")
+    return {"accuracy": 100.0 * float(accuracy_score(labels, logits.argmax(axis=-1)))}
+
+
+def _tokenize(
+    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, text_keys: tuple[str, ...], max_length: int
+) -> dict[str, list]:
+    """``Dataset.map(batched=True)`` body: truncated, unpadded token ids plus ``labels``."""
+    encoded = tokenizer(*(list(batch[key]) for key in text_keys), truncation=True, max_length=max_length)
+    encoded["labels"] = list(batch["label"])
+    return encoded
+
+
+class GlueTask(Task):
+    """A GLUE classification task: one or two text columns and an integer ``label`` column.
+
+    Subclasses set ``name``, ``description``, ``dataset_config``, ``text_keys``, ``num_labels``,
+    ``label_words`` and, where it differs from ``"validation"``, ``eval_split``.
+    """
+
+    dataset_id = "nyu-mll/glue"
+    head = "sequence-classification"
+    metrics = ("accuracy",)
+    primary_metric = "accuracy"
+    greater_is_better = True
+    text_keys: ClassVar[tuple[str, ...]]
+    num_labels: ClassVar[int]
+
+    def build_model(self, model_id: str) -> PreTrainedModel:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=self.num_labels)
+
+    def featurize(
+        self,
+        examples: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        feats: Featurization,
+        train: bool,
+    ) -> datasets.Dataset:
+        """Columns ``input_ids``, ``token_type_ids`` (if the tokenizer makes them), ``attention_mask``
+        (each at most ``feats.max_length`` tokens, unpadded) and ``labels``; the text columns and ``idx``
+        are dropped. Train and eval features are the same.
+
+        Raises:
+            BenchError: ``examples`` lacks a text column or ``label``.
+        """
+        missing = [key for key in (*self.text_keys, "label") if key not in examples.column_names]
+        if missing:
+            have = examples.column_names
+            raise BenchError(f"task {self.name!r}: examples lack columns {missing}; they have {have}")
+        return examples.map(
+            _tokenize,
+            batched=True,
+            fn_kwargs={"tokenizer": tokenizer, "text_keys": self.text_keys, "max_length": feats.max_length},
+            remove_columns=examples.column_names,
+            desc=f"featurize {self.name}",
+        )
+
+    def evaluate(
+        self,
+        trainer: Trainer,
+        examples: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        feats: Featurization,
+    ) -> dict[str, float]:
+        """``{"accuracy": percent}`` of ``trainer``'s model on ``examples`` (:func:`classification_metrics`).
+
+        Raises:
+            BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
+        """
+        features = self.featurize(examples, tokenizer, feats, train=False)
+        labels = np.asarray(features["labels"])
+        if (labels < 0).any():
+            raise BenchError(f"task {self.name!r}: split {self.eval_split!r} has no gold labels (label -1)")
+        predictions = trainer.predict(features).predictions
+        logits = predictions[0] if isinstance(predictions, tuple) else predictions
+        return classification_metrics(logits, labels)
+
+
+class MNLI(GlueTask):
+    """Multi-Genre Natural Language Inference (matched validation set)."""
+
+    name = "mnli"
+    description = "GLUE MNLI: premise/hypothesis entailment, 3 classes, accuracy on validation_matched"
+    dataset_config = "mnli"
+    text_keys = ("premise", "hypothesis")
+    num_labels = 3
+    eval_split = "validation_matched"
+    # label ids: 0 entailment, 1 neutral, 2 contradiction
+    label_words = ("Yes", "Maybe", "No")
+
+
+class SST2(GlueTask):
+    """Stanford Sentiment Treebank, binary sentence sentiment."""
+
+    name = "sst2"
+    description = "GLUE SST-2: binary sentence sentiment, accuracy on validation"
+    dataset_config = "sst2"
+    text_keys = ("sentence",)
+    num_labels = 2
+    eval_split = "validation"
+    # label ids: 0 negative, 1 positive
+    label_words = ("terrible", "great")
