@@ -81,11 +81,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import leaderboard, records
     from bench.runner import Matrix, run_matrix
+    from bench.tracking import default_tracking_uri
 
     matrix = Matrix(**matrix_fields(args))
     results = run_matrix(matrix, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(leaderboard.write(matrix.output))
-    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow: {matrix.tracking_uri or 'sqlite:///' + str((matrix.output / 'mlflow.db').resolve())}")
+    uri = matrix.tracking_uri or default_tracking_uri(matrix.output)
+    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: mlflow ui --backend-store-uri {uri}")
     failed = [r for r in results if r["status"] != records.FINISHED]
     for rec in failed:
         print(f"FAILED {rec['cell']['method']}/{rec['cell']['task']['name']}: {rec['error']}", file=sys.stderr)

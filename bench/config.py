@@ -54,7 +54,8 @@ def load_config(path: Path) -> dict[str, Any]:
     lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
     for key in data:
         if key not in KEYS:
-            raise BenchError(f"unknown key {key!r} in config {path} at line {lines.get(key, '?')}; valid: {', '.join(KEYS)}")
+            line = lines.get(key, "?")
+            raise BenchError(f"unknown key {key!r} in config {path} at line {line}; valid: {', '.join(KEYS)}")
     if "sparsities" in data:
         data["sparsities"] = parse_list(data["sparsities"], float, "sparsities")
     if "seeds" in data:

@@ -68,7 +68,9 @@ class Tracker:
         batch = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _is_number(v)]
         for entry in history:
             step = int(entry.get("step", 0))
-            batch += [Metric(f"train/{k}", float(v), now, step) for k, v in entry.items() if k != "step" and _is_number(v)]
+            batch += [
+                Metric(f"train/{k}", float(v), now, step) for k, v in entry.items() if k != "step" and _is_number(v)
+            ]
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
 

@@ -44,5 +44,6 @@ def hub_available(repo_id: str, repo_type: str = "model") -> bool:
 
 
 needs_minilm = pytest.mark.skipif(
-    not hub_available(MINILM), reason=f"{MINILM} not in HF_HUB_CACHE (set HF_HUB_CACHE=../shared/hf-hub HF_HUB_OFFLINE=1)"
+    not hub_available(MINILM),
+    reason=f"{MINILM} not reachable: set HF_HUB_CACHE=$(realpath ../shared/hf-hub) HF_HUB_OFFLINE=1",
 )

@@ -14,7 +14,8 @@ SEQ_LEN = len(OFFSETS)
 THE, CAT, SAT, ON, THE2, MAT, DOT = range(4, 11)
 
 
-def logits(peaks: dict[int, float], seq_len: int = SEQ_LEN, base: float = 0.0) -> np.ndarray:
+def logits(peaks: dict[int, float], seq_len: int = SEQ_LEN, base: float = -100.0) -> np.ndarray:
+    """A row of ``base`` logits with ``peaks``; ``base`` is low enough that only peak pairs can win."""
     row = np.full(seq_len, base)
     for index, value in peaks.items():
         row[index] = value
@@ -37,16 +38,21 @@ def test_single_token_span():
 
 
 def test_rejects_span_longer_than_max_answer_length():
-    start, end = {THE: 9.0, CAT: 5.0}, {DOT: 9.0, SAT: 5.0}  # best pair spans 7 tokens, runner-up 2 tokens
+    # Pairs by score: The..mat. (18, 7 tokens), cat..mat. (15, 6), The..sat (11, 3), cat..sat (8, 2).
+    start, end = {THE: 9.0, CAT: 6.0}, {DOT: 9.0, SAT: 2.0}
     assert predict_one(start, end, max_answer_length=30) == "The cat sat on the mat."
-    assert predict_one(start, end, max_answer_length=6) == "cat sat"
     assert predict_one(start, end, max_answer_length=7) == "The cat sat on the mat."
+    assert predict_one(start, end, max_answer_length=6) == "cat sat on the mat."
+    assert predict_one(start, end, max_answer_length=5) == "The cat sat"
+    assert predict_one(start, end, max_answer_length=2) == "cat sat"
+    assert predict_one(start, end, max_answer_length=1) == "The"  # one token: the highest start wins
 
 
 def test_rejects_end_before_start():
-    # The highest start (the 2nd "the") lies after the highest end ("cat").
+    # The highest start (the 2nd "the") lies after the highest end ("cat"): that pair (18) is never taken.
     assert predict_one({THE2: 9.0, CAT: 5.0}, {CAT: 9.0, SAT: 1.0}) == "cat"
-    assert predict_one({THE2: 9.0, SAT: 5.0}, {CAT: 9.0, ON: 6.0}) == "the"
+    # Reversed pairs THE2..cat (18), THE2..on (15), sat..cat (14) all lose to sat..on (11).
+    assert predict_one({THE2: 9.0, SAT: 5.0}, {CAT: 9.0, ON: 6.0}) == "sat on"
 
 
 def test_rejects_question_and_special_tokens():

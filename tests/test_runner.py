@@ -1,0 +1,100 @@
+"""The matrix runner end to end on a tiny random BERT (real tokenizer and data from the Hub cache)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoTokenizer, BertModel
+
+from bench import leaderboard, records
+from bench.runner import Matrix, expand, run_matrix
+from tests.conftest import MINILM, needs_minilm, tiny_config
+
+pytestmark = needs_minilm
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random BERT saved with MiniLM's real tokenizer, usable as ``--model PATH``."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    BertModel(tiny_config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(path)
+    return str(path)
+
+
+def tiny_matrix(tmp_path, model, **overrides) -> Matrix:
+    fields = dict(
+        methods=["dense", "magnitude", "movement"], tasks=["sst2"], sparsities=[0.5], seeds=[0], model=model,
+        output=tmp_path / "out", budget={"epochs": 1, "batch_size": 16, "max_length": 64},
+        splits={"*": {"train_split": "train[:48]", "eval_split": "validation[:24]"}},
+    )  # fmt: skip
+    fields.update(overrides)
+    return Matrix(**fields)
+
+
+def test_matrix_runs_records_tracks_and_ranks(tmp_path, tiny_model_dir):
+    matrix = tiny_matrix(tmp_path, tiny_model_dir)
+    results = run_matrix(matrix, log=lambda line: None)
+    assert [r["status"] for r in results] == ["finished"] * 3
+    assert [r["cell"]["method"] for r in results] == ["dense", "magnitude", "movement"]
+    for rec in results:
+        target = rec["cell"]["sparsity"]
+        assert abs(rec["sparsity"]["encoder_sparsity"] - target) <= 0.005
+        assert 0 <= rec["metrics"]["accuracy"] <= 100
+        assert rec["cell"]["versions"]["torch"]
+        on_disk = json.loads(records.record_path(matrix.output, rec["id"]).read_text())
+        assert on_disk["metrics"] == rec["metrics"]
+
+    board = leaderboard.write(matrix.output)
+    lines = board.splitlines()
+    assert lines[2].startswith("| dense"), "dense sits on top"
+    assert "sst2 accuracy↑ @ 50%" in lines[0]
+    assert "sp 50.0%" in board and (matrix.output / "leaderboard.csv").exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{matrix.output.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("prune-bench").experiment_id])
+    assert len(runs) == 3 and all(run.info.status == "FINISHED" for run in runs)
+    by_cell = {run.data.tags["cell_id"]: run for run in runs}
+    for rec in results:
+        run = by_cell[rec["id"]]
+        assert run.data.metrics["eval/accuracy"] == pytest.approx(rec["metrics"]["accuracy"])
+        assert run.data.metrics["sparsity/encoder_sparsity"] == pytest.approx(rec["sparsity"]["encoder_sparsity"])
+
+
+def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
+    matrix = tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"])
+    first = run_matrix(matrix, log=lambda line: None)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr("bench.runner.run_cell", must_not_train)
+    lines = []
+    second = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lines.append)
+    assert [r["id"] for r in second] == [r["id"] for r in first]
+    assert all("finished already" in line for line in lines)
+
+
+def test_failing_cell_is_recorded_and_matrix_goes_on(tmp_path, tiny_model_dir, monkeypatch):
+    from methods.magnitude import Magnitude
+
+    def explode(self, step, total_steps):
+        raise RuntimeError("boom in step hook")
+
+    monkeypatch.setattr(Magnitude, "step", explode)
+    results = run_matrix(tiny_matrix(tmp_path, tiny_model_dir), log=lambda line: None)
+    status = {r["cell"]["method"]: r["status"] for r in results}
+    assert status == {"dense": "finished", "magnitude": "failed", "movement": "finished"}
+    failed = next(r for r in results if r["status"] == "failed")
+    assert "boom in step hook" in failed["traceback"]
+
+
+def test_dense_runs_once_at_sparsity_zero(tmp_path, tiny_model_dir):
+    cells = expand(tiny_matrix(tmp_path, tiny_model_dir, sparsities=[0.5, 0.9]))
+    assert [(c.method, c.sparsity) for c in cells] == [
+        ("dense", 0.0), ("magnitude", 0.5), ("magnitude", 0.9), ("movement", 0.5), ("movement", 0.9),
+    ]  # fmt: skip
+    assert len({c.id for c in cells}) == len(cells)
