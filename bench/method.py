@@ -3,12 +3,12 @@
 Lifecycle (after torch.ao.pruning's ``BaseSparsifier``: prepare → step → squash_mask)::
 
     method = MethodClass(sparsity=0.9, **hparams)   # hparams default to the paper's values
-    method.prepare(model)                           # attach masks / scores as parametrizations
+    method.prepare(model, task, tokenizer)          # attach masks / scores as parametrizations
     optimizer groups += method.param_groups()       # e.g. scores with their own learning rate
     for each optimizer step t = 1..T:
         loss = task_loss + method.regularization_loss()   # when not None
         ... backward, optimizer.step() ...
-        method.step(t, T)                           # schedules, mask updates, proximal steps
+        method.step(t, T, lr)                       # schedules, mask updates, proximal steps
     info = method.finalize(model)                   # bake hard masks into weights, remove parametrizations
 
 ``step(0, T)`` is also called once before the first optimizer step.
@@ -29,6 +29,8 @@ from bench.schedule import cubic_schedule
 
 if TYPE_CHECKING:
     import optuna
+
+    from bench.task import Task
 
 
 class PruningMethod(ABC):
@@ -70,8 +72,13 @@ class PruningMethod(ABC):
         self.weights: dict[str, PrunableWeight] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: nn.Module, task: Task | None = None, tokenizer: Any = None) -> None:
         """Attach a mask from :meth:`make_mask` to every prunable weight of ``model``.
+
+        Args:
+            model: a transformers model with a task head, of an architecture in the prunable table.
+            task, tokenizer: the cell's task and tokenizer, for methods that need them (e.g. to initialise the
+                head from label-word embeddings); None in unit tests.
 
         Raises:
             BenchError: the architecture is not in :data:`bench.prunable.ARCHITECTURES`.
@@ -92,8 +99,15 @@ class PruningMethod(ABC):
         """A scalar added to the task loss before backward, or None."""
         return None
 
-    def step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook
-        """Hook after optimizer step ``step`` of ``total_steps`` (and once with step=0 before training)."""
+    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:  # noqa: B027 - optional hook
+        """Hook after optimizer step ``step`` of ``total_steps`` (and once with step=0 before training).
+
+        Args:
+            step: optimizer steps taken, 0 ≤ step ≤ total_steps.
+            total_steps: optimizer steps in the whole run.
+            lr: the weights' learning rate for the coming step (after the scheduler's update), for proximal
+                methods; None when unknown.
+        """
 
     def finalize(self, model: nn.Module) -> dict[str, float]:
         """Set the final hard masks at the target sparsity, bake them into the weights, drop parametrizations.

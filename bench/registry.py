@@ -28,8 +28,11 @@ class Entry:
         return self.entry_point.load()
 
     def describe(self) -> str:
-        """The plugin's one-line ``description`` (imports it)."""
-        obj = self.load()
+        """The plugin's one-line ``description`` (imports it); a plugin that fails to import says so."""
+        try:
+            obj = self.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin must not break the listing
+            return f"(cannot be loaded: {type(err).__name__}: {err})"
         text = getattr(obj, "description", None) or (obj.__doc__ or "").strip()
         return text.splitlines()[0] if text else ""
 

@@ -131,7 +131,7 @@ def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None) -> dict
 
     model = task.build_model(cell.model)
     method = registry.methods.get(cell.method)(cell.sparsity, **cell.method_hparams)
-    method.prepare(model)
+    method.prepare(model, task=task, tokenizer=tokenizer)
     if not method.trains_weights:
         freeze_pretrained(model)
     trainer = PruningTrainer(

@@ -24,11 +24,16 @@ class PruningCallback(TrainerCallback):
     def __init__(self, method: PruningMethod):
         self.method = method
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.method.step(0, state.max_steps)
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.method.step(0, state.max_steps, _weights_lr(optimizer))
 
-    def on_step_end(self, args, state, control, **kwargs):
-        self.method.step(state.global_step, state.max_steps)
+    def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        self.method.step(state.global_step, state.max_steps, _weights_lr(optimizer))
+
+
+def _weights_lr(optimizer) -> float | None:
+    """Learning rate of the first parameter group (the decayed weights), None when unknown."""
+    return optimizer.param_groups[0]["lr"] if optimizer is not None and optimizer.param_groups else None
 
 
 class DivergenceError(RuntimeError):

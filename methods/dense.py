@@ -20,7 +20,7 @@ class Dense(PruningMethod):
     description = "no pruning: plain fine-tuning, the reference row and the distillation teacher"
     prunes = False
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: nn.Module, task=None, tokenizer=None) -> None:
         self.masks = {}
 
     def make_mask(self, weight: PrunableWeight) -> Mask:  # pragma: no cover - never called

@@ -33,7 +33,7 @@ class Magnitude(PruningMethod):
     def make_mask(self, weight: PrunableWeight) -> Mask:
         return Mask(weight.module.weight)
 
-    def step(self, step: int, total_steps: int) -> None:
+    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         self._update(self.scheduled_sparsity(step, total_steps))
 
     def set_final_masks(self) -> dict[str, float]:

@@ -41,7 +41,7 @@ class Movement(PruningMethod):
         scores = [mask.scores for mask in self.masks.values()]
         return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
 
-    def step(self, step: int, total_steps: int) -> None:
+    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         self._update(self.scheduled_sparsity(step, total_steps))
 
     def set_final_masks(self) -> dict[str, float]:

@@ -111,7 +111,9 @@ class GlueTask(Task):
         features = self.featurize(examples, tokenizer, feats, train=False)
         labels = np.asarray(features["labels"])
         if (labels < 0).any():
-            raise BenchError(f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)")
+            raise BenchError(
+                f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)"
+            )
         predictions = trainer.predict(features).predictions
         logits = predictions[0] if isinstance(predictions, tuple) else predictions
         return classification_metrics(logits, labels)

@@ -30,7 +30,7 @@ def train_briefly(model, method, steps: int = STEPS) -> None:
     optimizer = torch.optim.AdamW([{"params": base}, *method.param_groups()], lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
-    method.step(0, steps)
+    method.step(0, steps, 1e-3)
     for step in range(1, steps + 1):
         input_ids = torch.randint(0, 30522, (4, 16), generator=generator)
         labels = torch.randint(0, 3, (4,), generator=generator)
@@ -41,7 +41,7 @@ def train_briefly(model, method, steps: int = STEPS) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        method.step(step, steps)
+        method.step(step, steps, 1e-3)
     model.eval()
 
 

@@ -81,7 +81,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
 def test_failing_cell_is_recorded_and_matrix_goes_on(tmp_path, tiny_model_dir, monkeypatch):
     from methods.magnitude import Magnitude
 
-    def explode(self, step, total_steps):
+    def explode(self, step, total_steps, lr=None):
         raise RuntimeError("boom in step hook")
 
     monkeypatch.setattr(Magnitude, "step", explode)

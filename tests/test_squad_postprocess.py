@@ -75,7 +75,9 @@ def test_best_window_wins_across_windows_and_examples():
     window_b = [None, None, (0, 3), (4, 7), None]  # Red fox
     features = {"example_id": ["a", "b", "a"], "offset_mapping": [window_1, window_b, window_2]}
     seq_len = 10  # batch padding beyond every window, filled like the Trainer does (-100), or worse
-    start = np.stack([logits({2: 3.0}, seq_len), logits({3: 2.0}, seq_len), logits({4: 4.0, 9: 50.0}, seq_len)])
+    start = np.stack(
+        [logits({2: 3.0}, seq_len), logits({3: 2.0}, seq_len), logits({4: 4.0, 9: 50.0}, seq_len)]
+    )
     end = np.stack([logits({2: 3.0}, seq_len), logits({3: 2.0}, seq_len), logits({6: 4.0, 9: 50.0}, seq_len)])
     preds = postprocess_predictions(examples, features, start, end)
     assert preds == {"a": "London is old", "b": "fox"}
@@ -99,7 +101,8 @@ def test_accepts_datasets_with_null_offsets():
 
 
 @pytest.mark.parametrize(
-    ("start_shape", "end_shape"), [((2, SEQ_LEN), (2, SEQ_LEN)), ((1, SEQ_LEN), (1, SEQ_LEN + 1)), ((SEQ_LEN,), (SEQ_LEN,))]
+    ("start_shape", "end_shape"),
+    [((2, SEQ_LEN), (2, SEQ_LEN)), ((1, SEQ_LEN), (1, SEQ_LEN + 1)), ((SEQ_LEN,), (SEQ_LEN,))],
 )
 def test_rejects_bad_logit_shapes(start_shape, end_shape):
     examples = {"id": ["q1"], "context": [CONTEXT]}

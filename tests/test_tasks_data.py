@@ -23,25 +23,32 @@ NEEDED = [
 ]
 
 
-def _why_unavailable() -> str | None:
-    """None when every needed repo is in the local Hub cache (or, when not offline, downloadable)."""
+def _fetch_error(repo_id: str, repo_type: str, patterns: list[str], local_only: bool) -> str | None:
+    from huggingface_hub import snapshot_download
+
     try:
-        from huggingface_hub import constants, snapshot_download
+        snapshot_download(repo_id, repo_type=repo_type, allow_patterns=patterns, local_files_only=local_only)
+    except Exception as err:  # any failure means: skip, and say why
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _why_unavailable() -> str | None:
+    """None when every needed repo is in the local Hub cache or, unless HF_HUB_OFFLINE, downloadable."""
+    try:
+        from huggingface_hub import constants
     except ImportError as err:
         return f"huggingface_hub is not installed: {err}"
     for repo_id, repo_type, patterns in NEEDED:
-        for local_only in (True, False):
-            if not local_only and constants.HF_HUB_OFFLINE:
-                return (
-                    f"{repo_type} {repo_id} is not in the Hub cache {constants.HF_HUB_CACHE} and HF_HUB_OFFLINE "
-                    "is set (point HF_HUB_CACHE at a mirror, e.g. /work/shared/hf-hub)"
-                )
-            try:
-                snapshot_download(repo_id, repo_type=repo_type, allow_patterns=patterns, local_files_only=local_only)
-                break
-            except Exception as err:  # any failure means: skip, and say why
-                if not local_only:
-                    return f"cannot get {repo_type} {repo_id} from the Hub or the cache: {type(err).__name__}: {err}"
+        error = _fetch_error(repo_id, repo_type, patterns, local_only=True)
+        if error and not constants.HF_HUB_OFFLINE:
+            error = _fetch_error(repo_id, repo_type, patterns, local_only=False)
+        if error:
+            where = "the Hub cache" if constants.HF_HUB_OFFLINE else "the Hub or the Hub cache"
+            return (
+                f"{repo_type} {repo_id} not in {where} {constants.HF_HUB_CACHE} ({error}); "
+                "use a mirror: HF_HUB_CACHE=/work/shared/hf-hub HF_HUB_OFFLINE=1"
+            )
     return None
 
 
@@ -78,7 +85,9 @@ def tiny_trainer(model_cls, tokenizer, tmp_path, **config):
         intermediate_size=64,
         **config,
     )
-    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=8)
+    args = TrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, per_device_eval_batch_size=8
+    )
     return Trainer(
         model=model_cls(bert),
         args=args,
@@ -100,7 +109,11 @@ def test_mnli_featurize(tokenizer):
     assert len(features) == 16
     lengths = [len(ids) for ids in features["input_ids"]]
     assert max(lengths) <= 32
-    assert min(lengths) < 32 < max(len(tokenizer(p, h)["input_ids"]) for p, h in zip(*_pairs(examples)))
+    assert (
+        min(lengths)
+        < 32
+        < max(len(tokenizer(p, h)["input_ids"]) for p, h in zip(*_pairs(examples), strict=True))
+    )
     assert list(features["labels"]) == list(examples["label"])
     assert set(features["labels"]) <= {0, 1, 2}
     first = tokenizer.decode(features[0]["input_ids"], skip_special_tokens=True)
@@ -151,7 +164,7 @@ def test_squad_eval_features_keep_ids_and_context_offsets(tokenizer):
     assert {"example_id", "offset_mapping", "input_ids", "attention_mask"} <= set(features.column_names)
     assert "start_positions" not in features.column_names
     assert set(features["example_id"]) == set(examples["id"])
-    contexts = dict(zip(examples["id"], examples["context"]))
+    contexts = dict(zip(examples["id"], examples["context"], strict=True))
     for row in features:
         offsets, types = row["offset_mapping"], row["token_type_ids"]
         assert len(offsets) == len(row["input_ids"])
