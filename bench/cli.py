@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", type=int, help="override the preset's tokens per feature")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
     run.add_argument("--save-models", action="store_true", help="save finalized models to OUTPUT/models/<id>")
+    run.add_argument(
+        "--distill",
+        action="store_true",
+        help="distil every pruned cell from the dense cell of its task and seed (T=2, alpha_distil 0.9, alpha_ce 0.1)",
+    )
     run.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("ls", help="list registered methods or tasks")
@@ -113,8 +118,9 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("model", "preset", "output", "tracking_uri"):
         if getattr(args, key):
             fields[key] = getattr(args, key)
-    if args.save_models:
-        fields["save_models"] = True
+    for key in ("save_models", "distill"):
+        if getattr(args, key):
+            fields[key] = True
     budget = {"epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length}
     fields["budget"] = {**fields.get("budget", {}), **{k: v for k, v in budget.items() if v is not None}}
     splits = {k: v for k, v in (("train_split", args.train_split), ("eval_split", args.eval_split)) if v}

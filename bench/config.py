@@ -12,6 +12,8 @@ Example::
     budget: {epochs: 2}
     splits: {mnli: {train_split: "train[:4000]"}, "*": {eval_split: ...}}
     method_hparams: {movement: {mask_lr: 0.02}}
+    distill: true
+    distillation: {temperature: 2.0, alpha_distil: 0.9, alpha_ce: 0.1}
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench.errors import BenchError
 
 KEYS = (
     "methods", "tasks", "sparsities", "seeds", "preset", "model", "output", "budget", "splits",
-    "method_hparams", "tracking_uri", "save_models",
+    "method_hparams", "tracking_uri", "save_models", "distill", "distillation",
 )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import records, registry
 from bench.cell import Cell
+from bench.distillation import Distillation
 from bench.errors import BenchError
 from bench.presets import get_preset, task_settings
 from bench.task import Featurization, Task
@@ -42,6 +43,8 @@ class Matrix:
     method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     tracking_uri: str | None = None
     save_models: bool = False
+    distill: bool = False
+    distillation: dict[str, float] = field(default_factory=dict)  # Distillation fields; defaults are the paper's
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -59,21 +62,31 @@ class Matrix:
 def expand(matrix: Matrix) -> list[Cell]:
     """The cells of ``matrix``, dense (at sparsity 0, once per task and seed) before the pruned ones.
 
+    With ``matrix.distill`` every pruned cell distils from the dense cell of its model, task and seed (whose id
+    enters the pruned cell's id); that dense cell is added when the matrix lacks it.
+
     Raises:
-        BenchError: unknown preset, method hyperparameter or budget setting.
+        BenchError: unknown preset, method hyperparameter, budget or distillation setting.
     """
     preset = get_preset(matrix.preset)
     model = matrix.model or preset["model"]
+    settings = Distillation(**matrix.distillation).to_dict() if matrix.distill else None
     cells = []
     for task_name, seed in itertools.product(matrix.tasks, matrix.seeds):
         task = make_task(matrix, task_name)
         budget = task_settings(preset, task_name, matrix.budget)[0]
+        teacher = Cell(model, "dense", task.describe(), 0.0, seed, budget, {})
+        if settings is not None and "dense" not in matrix.methods:
+            cells.append(teacher)
         for method_name in matrix.methods:
             method_cls = registry.methods.get(method_name)
             sparsities = matrix.sparsities if method_cls.prunes else [0.0]
+            distillation = {**settings, "teacher": teacher.id} if settings and method_cls.prunes else None
             for sparsity in sparsities:
                 method = method_cls(sparsity, **matrix.method_hparams.get(method_name, {}))
-                cells.append(Cell(model, method_name, task.describe(), float(sparsity), seed, budget, method.hparams))
+                cells.append(
+                    Cell(model, method_name, task.describe(), float(sparsity), seed, budget, method.hparams, distillation)
+                )
     return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
 
 
@@ -109,8 +122,14 @@ def task_from_cell_spec(task_key: str) -> Task:
     return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
 
 
-def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None) -> dict[str, Any]:
+def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None, teacher_dir: Path | None = None) -> dict:
     """Train, finalize, measure and evaluate one cell. Returns the record's result fields.
+
+    Args:
+        cell: what to run.
+        workdir: scratch folder for the Trainer.
+        save_models: where to save the finalized model and tokenizer, or None.
+        teacher_dir: the saved dense model to distil from (cells with ``distillation``).
 
     Raises:
         whatever the method, task or Trainer raises; :class:`bench.training.DivergenceError` on a NaN loss.
@@ -134,6 +153,9 @@ def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None) -> dict
     method.prepare(model, task=task, tokenizer=tokenizer)
     if not method.trains_weights:
         freeze_pretrained(model)
+    distillation = cell.distillation or {}
+    if cell.distillation and (teacher_dir is None or not Path(teacher_dir).is_dir()):
+        raise RuntimeError(f"teacher {distillation['teacher'][:12]} has no saved model at {teacher_dir}; did it fail?")
     trainer = PruningTrainer(
         model=model,
         args=training_arguments(cell.budget, workdir, cell.seed),
@@ -141,6 +163,8 @@ def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None) -> dict
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         method=method,
+        teacher=task.build_model(str(teacher_dir)) if cell.distillation else None,
+        distillation=Distillation(**{k: v for k, v in distillation.items() if k != "teacher"}),
     )
     started = time.perf_counter()
     train_output = trainer.train()
@@ -189,7 +213,7 @@ def run_matrix(matrix: Matrix, log=print) -> list[dict[str, Any]]:
     results, durations = [], []
     for index, cell in enumerate(cells, start=1):
         done = records.read_record(output, cell.id)
-        if done is not None and done.get("status") == records.FINISHED:
+        if is_finished(done, matrix, cell):
             log(f"[cell {index}/{len(cells)}] {cell.label()} finished already ({cell.id[:12]}), skipped")
             results.append(done)
             continue
@@ -200,6 +224,21 @@ def run_matrix(matrix: Matrix, log=print) -> list[dict[str, Any]]:
         results.append(record)
         log(f"[cell {index}/{len(cells)}] {cell.label()} {record['status']} in {durations[-1]:.0f}s")
     return results
+
+
+def is_finished(record: dict[str, Any] | None, matrix: Matrix, cell: Cell) -> bool:
+    """A finished record; a distillation teacher also needs its saved model."""
+    if record is None or record.get("status") != records.FINISHED:
+        return False
+    return not needs_saved_model(matrix, cell) or model_dir(matrix, cell.id).is_dir()
+
+
+def needs_saved_model(matrix: Matrix, cell: Cell) -> bool:
+    return matrix.save_models or (matrix.distill and cell.method == "dense")
+
+
+def model_dir(matrix: Matrix, cell_id: str) -> Path:
+    return matrix.output / "models" / cell_id
 
 
 def progress_line(index: int, total: int, cell: Cell, durations: list[float]) -> str:
@@ -216,10 +255,11 @@ def run_tracked_cell(cell: Cell, matrix: Matrix, tracker) -> dict[str, Any]:
     run_id = tracker.start(cell.id, cell.label(), cell.to_dict(), tags)
     base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id}
     started = time.perf_counter()
-    save = matrix.output / "models" / cell.id if matrix.save_models else None
+    save = model_dir(matrix, cell.id) if needs_saved_model(matrix, cell) else None
+    teacher = model_dir(matrix, cell.distillation["teacher"]) if cell.distillation else None
     try:
         with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-            result = run_cell(cell, Path(workdir), save)
+            result = run_cell(cell, Path(workdir), save, teacher)
     except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
         record = {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc()}
         record["wall_seconds"] = time.perf_counter() - started

@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from bench.cell import Budget
+from bench.distillation import Distillation, distillation_loss, teacher_forward
 from bench.method import PruningMethod
 
 
@@ -41,12 +42,29 @@ class DivergenceError(RuntimeError):
 
 
 class PruningTrainer(Trainer):
-    """A Trainer whose optimizer and loss include the pruning method's parameter groups and regularizer."""
+    """A Trainer whose optimizer and loss include the pruning method's parameter groups and regularizer.
 
-    def __init__(self, *args: Any, method: PruningMethod, **kwargs: Any):
+    Args:
+        method: the prepared pruning method.
+        teacher: a fine-tuned model with the same head; when given, the task loss becomes the distillation loss
+            of :func:`bench.distillation.distillation_loss` with ``distillation`` settings.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        method: PruningMethod,
+        teacher: torch.nn.Module | None = None,
+        distillation: Distillation | None = None,
+        **kwargs: Any,
+    ):
         self.method = method
+        self.teacher = teacher
+        self.distillation = distillation or Distillation()
         super().__init__(*args, **kwargs)
         self.add_callback(PruningCallback(method))
+        if teacher is not None:
+            self.teacher = teacher.to(self.args.device).eval()
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -61,6 +79,8 @@ class PruningTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.teacher is not None:
+            loss = distillation_loss(outputs, teacher_forward(self.teacher, inputs), loss, self.distillation)
         if model.training:
             regularization = self.method.regularization_loss()
             if regularization is not None:

@@ -98,3 +98,37 @@ def test_dense_runs_once_at_sparsity_zero(tmp_path, tiny_model_dir):
         ("dense", 0.0), ("magnitude", 0.5), ("magnitude", 0.9), ("movement", 0.5), ("movement", 0.9),
     ]  # fmt: skip
     assert len({c.id for c in cells}) == len(cells)
+
+
+def test_distillation_trains_teacher_first_and_reuses_it(tmp_path, tiny_model_dir):
+    matrix = tiny_matrix(tmp_path, tiny_model_dir, methods=["movement"], distill=True)
+    cells = expand(matrix)
+    assert [c.method for c in cells] == ["dense", "movement"], "the missing teacher is added and runs first"
+    teacher, student = cells
+    assert teacher.distillation is None
+    assert student.distillation == {"temperature": 2.0, "alpha_distil": 0.9, "alpha_ce": 0.1, "teacher": teacher.id}
+    plain = expand(tiny_matrix(tmp_path, tiny_model_dir, methods=["movement"]))[0]
+    assert plain.id != student.id, "distillation settings enter the cell id"
+
+    results = run_matrix(matrix, log=lambda line: None)
+    assert [r["status"] for r in results] == ["finished", "finished"]
+    assert (matrix.output / "models" / teacher.id / "config.json").exists()
+    lines = []
+    run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["movement"], distill=True), log=lines.append)
+    assert all("finished already" in line for line in lines)
+
+
+def test_distillation_loss_matches_hand_formula():
+    import torch
+    import torch.nn.functional as F
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    from bench.distillation import Distillation, distillation_loss
+
+    student, teacher = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]])
+    ce = torch.tensor(0.7)
+    got = distillation_loss(SequenceClassifierOutput(logits=student), SequenceClassifierOutput(logits=teacher), ce,
+                            Distillation())  # fmt: skip
+    p_t, p_s = F.softmax(teacher / 2, -1), F.softmax(student / 2, -1)
+    kl = (p_t * (p_t.log() - p_s.log())).sum() * 4
+    assert got.item() == pytest.approx(0.9 * kl.item() + 0.1 * 0.7, rel=1e-6)

@@ -1,0 +1,177 @@
+"""``soft_movement``: soft movement pruning (Sanh, Wolf & Rush 2020, "Movement Pruning: Adaptive Sparsity by
+Fine-Tuning", NeurIPS, arXiv 2005.07683), section 4 ("soft movement pruning") and Table 1.
+
+Also home of :func:`global_topk_masks`, the final projection that ``soft_movement`` and ``l0`` share: both
+methods prune with one threshold on the scores across all matrices, so the projection ranks all scores together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+import torch
+from torch import Tensor
+
+from bench.masking import StraightThroughMask, topk_mask
+from bench.method import PruningMethod
+from bench.prunable import PrunableWeight
+from bench.schedule import cubic_schedule
+
+MIN_KEEP = 0.005  # every matrix keeps at least 0.5% of its weights (the authors' ThresholdBinarizer)
+
+
+def min_kept(numel: int, fraction: float = MIN_KEEP) -> int:
+    """Weights a matrix of ``numel`` entries keeps at least: ceil(fraction · numel), and never fewer than 1."""
+    return max(1, math.ceil(round(fraction * numel, 9)))
+
+
+def keep_top(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask keeping exactly the ``k`` largest entries of ``scores`` (ties broken by position)."""
+    n = scores.numel()
+    return topk_mask(scores, (n - min(k, n)) / n)
+
+
+def threshold_mask(scores: Tensor, threshold: float, floor: float = MIN_KEEP) -> Tensor:
+    """σ(S) > τ, or the top ``min_kept(numel, floor)`` scores when that keeps fewer (the 0.5% floor)."""
+    keep = torch.sigmoid(scores.detach()) > threshold
+    k_min = min_kept(scores.numel(), floor)
+    if int(keep.sum()) < k_min:
+        return keep_top(scores, k_min)
+    return keep
+
+
+def global_topk_masks(
+    scores: Mapping[str, Tensor], sparsity: float, floor: float | None = None
+) -> dict[str, Tensor]:
+    """Masks that prune the ``round(sparsity · N)`` lowest scores over all matrices together (N = total numel).
+
+    Args:
+        scores: ``{name: scores}`` of each matrix, on one device.
+        sparsity: overall fraction to remove, in [0, 1].
+        floor: when given, each matrix first reserves its top ``min_kept(numel, floor)`` entries, which the
+            ranking cannot prune unless the target itself leaves fewer weights than all reserves together.
+
+    Returns:
+        ``{name: bool mask}`` with exactly ``N - round(sparsity · N)`` True entries in all.
+    """
+    names = list(scores)
+    flat = []
+    for name in names:
+        s = scores[name].detach().flatten().float()
+        if floor is not None:
+            reserved = keep_top(s, min_kept(s.numel(), floor))
+            s = s.masked_fill(reserved, math.inf)
+        flat.append(s)
+    keep = topk_mask(torch.cat(flat), sparsity)
+    parts = keep.split([s.numel() for s in flat])
+    return {name: part.view_as(scores[name]) for name, part in zip(names, parts, strict=True)}
+
+
+class SoftThresholdMask(StraightThroughMask):
+    """``W ↦ W ⊙ M`` with M = 1[σ(S) > τ] (at least 0.5% kept), straight-through to S.
+
+    ``threshold`` (τ_t) is state that :meth:`SoftMovement.step` moves along the schedule; :meth:`refresh`
+    recomputes the ``mask`` buffer from the current scores and τ_t.
+    """
+
+    def __init__(self, weight: Tensor, init: float = 0.0):
+        super().__init__(weight, init=init)
+        self.threshold = 0.0
+
+    def refresh(self, threshold: float) -> None:
+        self.threshold = float(threshold)
+        self.mask.copy_(threshold_mask(self.scores, self.threshold))
+
+
+class SoftMovement(PruningMethod):
+    """Soft movement pruning: a global threshold on σ(S) plus an L1 penalty on σ(S), S learned by movement.
+
+    Paper (Sanh et al. 2020, section 4 and Table 1):
+      * mask M = 1[σ(S) > τ] on W ⊙ M, with the straight-through gradient ∂L/∂S_ij = (∂L/∂a_i) x_j W_ij of
+        eq. (3) (S accumulates −W·∂L/∂W, "movement");
+      * objective L_task + λ_mvp·R(S) with R(S) = Σ σ(S), which the authors' code (``regularization`` in
+        ``masked_run_glue.py``) normalises per matrix: R = mean over matrices of Σ σ(S)/numel;
+      * τ goes from 0 to τ_f = 0.1 on the cubic schedule of Zhu & Gupta (2017) eq. (1), and λ ramps with it,
+        λ_t = λ_f·τ_t/τ_f, λ_f = 400 (the authors' soft-movement command: ``--final_lambda 400``);
+      * every matrix keeps at least 0.5% of its weights (the authors' ``ThresholdBinarizer``).
+
+    Defaults are the authors' soft-movement run: scores initialised to the constant 0 (``--mask_init constant
+    --mask_scale 0.``, so σ(S) = 0.5 at the start), score lr 1e-2, τ_f = 0.1, λ_f = 400, warm-up/cool-down of
+    1× and 2× the lr warm-up (here 0.1 and 0.2 of the run). The weights are fine-tuned with the task's lr.
+
+    Departures:
+      * The sparsity soft movement reaches is set by λ, not by the target. :meth:`set_final_masks` therefore
+        projects onto the target with a global top-k on S over all matrices (the same ranking as the global
+        threshold, each matrix keeping its 0.5% floor), and reports ``sparsity_before_projection``: the fraction
+        pruned by σ(S) ≤ τ_f (with the floor) just before the projection.
+      * The mask is recomputed once per optimizer step (after it) instead of in every forward pass; since S and
+        τ_t do not change between steps, the forward passes see the same mask as the authors' code.
+      * Warm-up/cool-down are fractions of total steps, not multiples of the lr warm-up.
+    """
+
+    name = "soft_movement"
+    description = "soft movement pruning: sigma(S) > tau with an L1 penalty on sigma(S), tau cubic 0 -> 0.1 (Sanh 2020)"
+    defaults = {
+        "mask_lr": 1e-2,
+        "score_init": 0.0,
+        "final_threshold": 0.1,
+        "final_lambda": 400.0,
+        "warmup_frac": 0.1,
+        "cooldown_frac": 0.2,
+    }
+
+    def __init__(self, sparsity: float, **hparams: Any):
+        super().__init__(sparsity, **hparams)
+        self.threshold = 0.0
+        self.reg_lambda = 0.0
+
+    def make_mask(self, weight: PrunableWeight) -> SoftThresholdMask:
+        return SoftThresholdMask(weight.module.weight, init=self.hparams["score_init"])
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        scores = [mask.scores for mask in self.masks.values()]
+        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+
+    def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
+        """(τ_t, λ_t) after ``step`` of ``total_steps`` optimizer steps."""
+        final = self.hparams["final_threshold"]
+        threshold = cubic_schedule(
+            step,
+            total_steps,
+            final=final,
+            initial=0.0,
+            warmup_frac=self.hparams["warmup_frac"],
+            cooldown_frac=self.hparams["cooldown_frac"],
+        )
+        return threshold, self.hparams["final_lambda"] * threshold / final
+
+    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
+        self.threshold, self.reg_lambda = self.schedule(step, total_steps)
+        for mask in self.masks.values():
+            mask.refresh(self.threshold)
+
+    def regularization_loss(self) -> Tensor | None:
+        """λ_t · mean over matrices of Σσ(S)/numel."""
+        if not self.masks:
+            return None
+        terms = [torch.sigmoid(mask.scores).mean() for mask in self.masks.values()]
+        return self.reg_lambda * torch.stack(terms).mean()
+
+    def set_final_masks(self) -> dict[str, float]:
+        scores = {name: mask.scores for name, mask in self.masks.items()}
+        final = self.hparams["final_threshold"]
+        pruned = sum(int((~threshold_mask(s, final)).sum()) for s in scores.values())
+        total = sum(s.numel() for s in scores.values())
+        for name, keep in global_topk_masks(scores, self.sparsity, floor=MIN_KEEP).items():
+            self.masks[name].mask.copy_(keep)
+        return {"sparsity_before_projection": pruned / total}
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "final_lambda": trial.suggest_float("final_lambda", 100.0, 1600.0, log=True),
+            "mask_lr": trial.suggest_float("mask_lr", 3e-3, 3e-2, log=True),
+        }
