@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=float, help="override the preset's epochs")
     run.add_argument("--batch-size", type=int, help="override the preset's train batch size")
     run.add_argument("--max-length", type=int, help="override the preset's tokens per feature")
+    run.add_argument("--learning-rate", type=float, help="override the preset's peak learning rate of the weights")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
     run.add_argument("--save-models", action="store_true", help="save finalized models to OUTPUT/models/<id>")
     run.add_argument(
@@ -121,7 +122,12 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("save_models", "distill"):
         if getattr(args, key):
             fields[key] = True
-    budget = {"epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length}
+    budget = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "learning_rate": args.learning_rate,
+    }
     fields["budget"] = {**fields.get("budget", {}), **{k: v for k, v in budget.items() if v is not None}}
     splits = {k: v for k, v in (("train_split", args.train_split), ("eval_split", args.eval_split)) if v}
     if splits:

@@ -43,9 +43,7 @@ def threshold_mask(scores: Tensor, threshold: float, floor: float = MIN_KEEP) ->
     return keep
 
 
-def global_topk_masks(
-    scores: Mapping[str, Tensor], sparsity: float, floor: float | None = None
-) -> dict[str, Tensor]:
+def global_topk_masks(scores: Mapping[str, Tensor], sparsity: float, floor: float | None = None) -> dict[str, Tensor]:
     """Masks that prune the ``round(sparsity · N)`` lowest scores over all matrices together (N = total numel).
 
     Args:

@@ -1,0 +1,127 @@
+"""``l0``: L0 regularization with hard-concrete gates (Louizos, Welling & Kingma 2018, "Learning Sparse Neural
+Networks through L0 Regularization", ICLR, arXiv 1712.01312), as the movement-pruning paper uses it as a baseline
+(Sanh, Wolf & Rush 2020, arXiv 2005.07683, section 4 and Table 1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import torch
+from torch import Tensor
+
+from bench.masking import Mask
+from bench.method import PruningMethod
+from bench.prunable import PrunableWeight
+from methods.soft_movement import global_topk_masks
+
+LEFT, RIGHT = -0.1, 1.1  # stretch interval (γ, ζ) of the hard concrete
+BETA = 2.0 / 3.0  # temperature of the concrete
+_EPS = 1e-6  # keeps u away from 0 and 1 so that log u and log(1 - u) stay finite
+
+
+def sample_gate(scores: Tensor, beta: float = BETA, left: float = LEFT, right: float = RIGHT) -> Tensor:
+    """Hard-concrete gates z, differentiable in ``scores`` (log α); Louizos et al. eq. (10)-(11).
+
+    u ~ U(0, 1), s = σ((log u − log(1 − u) + log α)/β), s̄ = s(ζ − γ) + γ, z = min(1, max(0, s̄)).
+    """
+    u = torch.rand_like(scores).clamp_(_EPS, 1.0 - _EPS)
+    s = torch.sigmoid((u.log() - (-u).log1p() + scores) / beta)
+    return (s * (right - left) + left).clamp(0.0, 1.0)
+
+
+def eval_gate(scores: Tensor, left: float = LEFT, right: float = RIGHT) -> Tensor:
+    """Deterministic test-time gate ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)); Louizos et al. eq. (13).
+
+    With γ = −0.1, ζ = 1.1 this is clamp(1.2·σ(S) − 0.1, 0, 1).
+    """
+    return (torch.sigmoid(scores) * (right - left) + left).clamp(0.0, 1.0)
+
+
+def open_probability(scores: Tensor, beta: float = BETA, left: float = LEFT, right: float = RIGHT) -> Tensor:
+    """P(z ≠ 0) = σ(log α − β·log(−γ/ζ)), the expected L0 norm per gate; Louizos et al. eq. (12)."""
+    return torch.sigmoid(scores - beta * math.log(-left / right))
+
+
+class HardConcreteMask(Mask):
+    """``W ↦ W ⊙ z``: a sampled hard-concrete gate in training mode, the deterministic gate in eval mode.
+
+    ``scores`` holds log α per weight. The ``mask`` buffer (hard 0/1) is only written by the final projection;
+    :func:`bench.masking.bake` uses it.
+    """
+
+    def __init__(self, weight: Tensor, init: float, beta: float = BETA):
+        super().__init__(weight)
+        self.beta = beta
+        self.scores = torch.nn.Parameter(torch.full_like(weight, init, dtype=torch.float32))
+
+    def gate(self) -> Tensor:
+        return sample_gate(self.scores, self.beta) if self.training else eval_gate(self.scores)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.gate().to(weight.dtype)
+
+
+class L0(PruningMethod):
+    """L0 regularization: weights gated by hard-concrete gates whose log α are learned with an L0 penalty.
+
+    Paper (Louizos et al. 2018, section 3 "Hard concrete distribution"):
+      * eq. (10)-(11): training gates z = min(1, max(0, s̄)), s̄ = σ((log u − log(1 − u) + log α)/β)(ζ − γ) + γ,
+        u ~ U(0, 1), resampled at every forward pass, with γ = −0.1, ζ = 1.1, β = 2/3;
+      * eq. (12): penalty λ·Σ σ(log α − β·log(−γ/ζ)), which the movement-pruning code (``regularization``,
+        mode ``l0``, in ``masked_run_glue.py``) normalises per matrix: λ · mean over matrices of Σ(...)/numel;
+      * eq. (13): test-time gate ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)) = clamp(1.2·σ(S) − 0.1, 0, 1), used
+        whenever the model is in eval mode.
+
+    Defaults follow the movement-pruning authors' L0 command (transformers examples/research_projects/
+    movement-pruning/README.md): scores log α initialised to 2.197 (σ(S) = 0.9, ``--mask_scale 2.197``), score
+    lr 1e-1, λ = 125 (``--final_lambda 125``, their SQuAD value; with ``--initial_threshold 1 --final_threshold
+    1`` λ stays constant from the first step). The paper sweeps λ per sparsity level; the weights are fine-tuned
+    with the task's lr.
+
+    Departures:
+      * L0 reaches a sparsity set by λ, not the target. :meth:`set_final_masks` projects onto the target with a
+        global top-k on S over all matrices (the deterministic gate is monotone in S, the same for every matrix,
+        so this is the ranking L0 itself prunes by) and reports ``sparsity_before_projection``: the fraction of
+        deterministic gates ẑ that are exactly 0.
+      * The finalized model uses that binary mask, W ⊙ 1[kept], not the continuous gate values ẑ ∈ (0, 1) of
+        eq. (13) (the authors' ``bertarize.py`` folds ẑ into W); kept weights keep their trained values.
+    """
+
+    name = "l0"
+    description = "L0 regularization with hard-concrete gates (Louizos et al. 2018), global top-k projection at the end"
+    defaults = {"mask_lr": 1e-1, "mask_init": 2.197, "reg_lambda": 125.0, "beta": BETA}
+
+    def make_mask(self, weight: PrunableWeight) -> HardConcreteMask:
+        return HardConcreteMask(weight.module.weight, init=self.hparams["mask_init"], beta=self.hparams["beta"])
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        scores = [mask.scores for mask in self.masks.values()]
+        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+
+    def regularization_loss(self) -> Tensor | None:
+        """λ · mean over matrices of Σ σ(S − β·log(−γ/ζ))/numel."""
+        if not self.masks:
+            return None
+        beta = self.hparams["beta"]
+        terms = [open_probability(mask.scores, beta).mean() for mask in self.masks.values()]
+        return self.hparams["reg_lambda"] * torch.stack(terms).mean()
+
+    def set_final_masks(self) -> dict[str, float]:
+        scores = {name: mask.scores for name, mask in self.masks.items()}
+        with torch.no_grad():
+            closed = sum(int((eval_gate(s) == 0).sum()) for s in scores.values())
+        total = sum(s.numel() for s in scores.values())
+        for name, keep in global_topk_masks(scores, self.sparsity).items():
+            self.masks[name].mask.copy_(keep)
+        return {"sparsity_before_projection": closed / total}
+
+    @classmethod
+    def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
+        return {
+            "reg_lambda": trial.suggest_float("reg_lambda", 25.0, 625.0, log=True),
+            "mask_lr": trial.suggest_float("mask_lr", 3e-2, 3e-1, log=True),
+            "beta": trial.suggest_float("beta", 0.5, 0.9),
+        }
