@@ -19,7 +19,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "MiniLM-L6 on slices of train/eval, 1 epoch: minutes per cell on a 2-core CPU",
         "model": QUICK_MODEL,
-        "budget": Budget(epochs=1, batch_size=32, learning_rate=5e-5, warmup_ratio=0.1, max_length=128),
+        "budget": Budget(epochs=1, batch_size=32, learning_rate=2e-4, warmup_ratio=0.1, max_length=128),
         "tasks": {
             "mnli": {"train_split": "train[:2000]", "eval_split": "validation_matched[:2000]"},
             "sst2": {"train_split": "train[:2000]", "eval_split": "validation"},

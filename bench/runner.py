@@ -73,9 +73,9 @@ def expand(matrix: Matrix) -> list[Cell]:
     settings = Distillation(**matrix.distillation).to_dict() if matrix.distill else None
     cells = []
     for task_name, seed in itertools.product(matrix.tasks, matrix.seeds):
-        task = make_task(matrix, task_name)
+        spec = make_task(matrix, task_name).describe()
         budget = task_settings(preset, task_name, matrix.budget)[0]
-        teacher = Cell(model, "dense", task.describe(), 0.0, seed, budget, {})
+        teacher = Cell(model, "dense", spec, 0.0, seed, budget, {})
         if settings is not None and "dense" not in matrix.methods:
             cells.append(teacher)
         for method_name in matrix.methods:
@@ -84,9 +84,8 @@ def expand(matrix: Matrix) -> list[Cell]:
             distillation = {**settings, "teacher": teacher.id} if settings and method_cls.prunes else None
             for sparsity in sparsities:
                 method = method_cls(sparsity, **matrix.method_hparams.get(method_name, {}))
-                cells.append(
-                    Cell(model, method_name, task.describe(), float(sparsity), seed, budget, method.hparams, distillation)
-                )
+                hparams = method.hparams
+                cells.append(Cell(model, method_name, spec, float(sparsity), seed, budget, hparams, distillation))
     return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
 
 
