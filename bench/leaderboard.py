@@ -16,7 +16,7 @@ from bench import records
 
 COLUMNS = [
     "cell_id", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
-    "encoder_sparsity", "remaining_params", "total_params", "wall_seconds",
+    "encoder_sparsity", "sparsity_before_projection", "remaining_params", "total_params", "wall_seconds",
 ]  # fmt: skip
 
 
@@ -38,6 +38,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "value": rec["metrics"][rec["primary_metric"]],
                 "greater_is_better": rec.get("greater_is_better", True),
                 "encoder_sparsity": rec["sparsity"]["encoder_sparsity"],
+                "sparsity_before_projection": rec.get("method_info", {}).get("sparsity_before_projection"),
                 "remaining_params": rec["sparsity"]["remaining_params"],
                 "total_params": rec["sparsity"]["total_params"],
                 "wall_seconds": rec.get("wall_seconds"),
@@ -55,6 +56,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         std=("value", "std"),
         seeds=("seed", "nunique"),
         encoder_sparsity=("encoder_sparsity", "mean"),
+        reached=("sparsity_before_projection", "mean"),
         remaining_params=("remaining_params", "mean"),
     ).reset_index()
     out["std"] = out["std"].fillna(0.0)
@@ -84,7 +86,11 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 
 def format_value(row: Any) -> str:
     spread = f" ± {row.std:.2f}" if row.seeds > 1 else ""
-    return f"{row.mean:.2f}{spread} (n={row.seeds}, sp {row.encoder_sparsity:.1%}, {row.remaining_params / 1e6:.1f}M)"
+    reached = f", reached {row.reached:.1%}" if pd.notna(row.reached) else ""
+    return (
+        f"{row.mean:.2f}{spread} (n={row.seeds}, sp {row.encoder_sparsity:.1%}{reached}, "
+        f"{row.remaining_params / 1e6:.1f}M)"
+    )
 
 
 def _column_order(column: str) -> tuple[str, float]:
@@ -101,7 +107,8 @@ def render(board: pd.DataFrame, fmt: str = "github") -> str:
 
 LEGEND = (
     "Values: primary metric, mean ± std over seeds (n = seeds), then the measured encoder sparsity "
-    "(exact zeros in Q, K, V, O, FFN in/out) and the total parameters remaining."
+    "(exact zeros in Q, K, V, O, FFN in/out), for methods that project onto the target the sparsity they "
+    "reached on their own before the projection, and the total parameters remaining."
 )
 
 
