@@ -8,7 +8,8 @@ receives no schedule value: whatever a schedule decides lives in the mask's buff
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -86,6 +87,42 @@ def topk_mask(scores: Tensor, sparsity: float) -> Tensor:
         tied = (flat == threshold).nonzero().flatten()[:deficit]
         keep[tied] = True
     return keep.view_as(scores)
+
+
+def min_kept(numel: int, fraction: float) -> int:
+    """Weights a matrix of ``numel`` entries keeps at least: ceil(fraction · numel), and never fewer than 1."""
+    return max(1, math.ceil(round(fraction * numel, 9)))
+
+
+def keep_top(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask keeping exactly the ``k`` largest entries of ``scores`` (ties broken by position)."""
+    n = scores.numel()
+    return topk_mask(scores, (n - min(k, n)) / n)
+
+
+def global_topk_masks(scores: Mapping[str, Tensor], sparsity: float, floor: float | None = None) -> dict[str, Tensor]:
+    """Masks that prune the ``round(sparsity · N)`` lowest scores over all matrices together (N = total numel).
+
+    Args:
+        scores: ``{name: scores}`` of each matrix, on one device.
+        sparsity: overall fraction to remove, in [0, 1].
+        floor: when given, each matrix first reserves its top ``min_kept(numel, floor)`` entries, which the
+            ranking cannot prune unless the target itself leaves fewer weights than all reserves together.
+
+    Returns:
+        ``{name: bool mask}`` with exactly ``N - round(sparsity · N)`` True entries in all.
+    """
+    names = list(scores)
+    flat = []
+    for name in names:
+        s = scores[name].detach().flatten().float()
+        if floor is not None:
+            reserved = keep_top(s, min_kept(s.numel(), floor))
+            s = s.masked_fill(reserved, math.inf)
+        flat.append(s)
+    keep = topk_mask(torch.cat(flat), sparsity)
+    parts = keep.split([s.numel() for s in flat])
+    return {name: part.view_as(scores[name]) for name, part in zip(names, parts, strict=True)}
 
 
 def attach(weights: list[PrunableWeight], make_mask: Callable[[PrunableWeight], Mask]) -> dict[str, Mask]:

@@ -11,7 +11,7 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from bench.masking import Mask, topk_mask
+from bench.masking import Mask, global_topk_masks
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 
@@ -167,10 +167,9 @@ class AdaptingByPruning(PruningMethod):
 
     @torch.no_grad()
     def _project(self) -> None:
-        masks = list(self.masks.values())
-        keep = topk_mask(torch.cat([mask.logits.flatten() for mask in masks]), self.sparsity)
-        for mask, part in zip(masks, keep.split([m.logits.numel() for m in masks]), strict=True):
-            mask.mask.copy_(part.view_as(mask.mask))
+        logits = {name: mask.logits for name, mask in self.masks.items()}
+        for name, keep in global_topk_masks(logits, self.sparsity).items():
+            self.masks[name].mask.copy_(keep)
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -12,10 +12,9 @@ import optuna
 import torch
 from torch import Tensor
 
-from bench.masking import Mask
+from bench.masking import Mask, global_topk_masks
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
-from methods.soft_movement import global_topk_masks
 
 LEFT, RIGHT = -0.1, 1.1  # stretch interval (γ, ζ) of the hard concrete
 BETA = 2.0 / 3.0  # temperature of the concrete

@@ -1,37 +1,21 @@
 """``soft_movement``: soft movement pruning (Sanh, Wolf & Rush 2020, "Movement Pruning: Adaptive Sparsity by
 Fine-Tuning", NeurIPS, arXiv 2005.07683), section 4 ("soft movement pruning") and Table 1.
-
-Also home of :func:`global_topk_masks`, the final projection that ``soft_movement`` and ``l0`` share: both
-methods prune with one threshold on the scores across all matrices, so the projection ranks all scores together.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 import optuna
 import torch
 from torch import Tensor
 
-from bench.masking import StraightThroughMask, topk_mask
+from bench.masking import StraightThroughMask, global_topk_masks, keep_top, min_kept
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 from bench.schedule import cubic_schedule
 
 MIN_KEEP = 0.005  # every matrix keeps at least 0.5% of its weights (the authors' ThresholdBinarizer)
-
-
-def min_kept(numel: int, fraction: float = MIN_KEEP) -> int:
-    """Weights a matrix of ``numel`` entries keeps at least: ceil(fraction · numel), and never fewer than 1."""
-    return max(1, math.ceil(round(fraction * numel, 9)))
-
-
-def keep_top(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask keeping exactly the ``k`` largest entries of ``scores`` (ties broken by position)."""
-    n = scores.numel()
-    return topk_mask(scores, (n - min(k, n)) / n)
 
 
 def threshold_mask(scores: Tensor, threshold: float, floor: float = MIN_KEEP) -> Tensor:
@@ -41,31 +25,6 @@ def threshold_mask(scores: Tensor, threshold: float, floor: float = MIN_KEEP) ->
     if int(keep.sum()) < k_min:
         return keep_top(scores, k_min)
     return keep
-
-
-def global_topk_masks(scores: Mapping[str, Tensor], sparsity: float, floor: float | None = None) -> dict[str, Tensor]:
-    """Masks that prune the ``round(sparsity · N)`` lowest scores over all matrices together (N = total numel).
-
-    Args:
-        scores: ``{name: scores}`` of each matrix, on one device.
-        sparsity: overall fraction to remove, in [0, 1].
-        floor: when given, each matrix first reserves its top ``min_kept(numel, floor)`` entries, which the
-            ranking cannot prune unless the target itself leaves fewer weights than all reserves together.
-
-    Returns:
-        ``{name: bool mask}`` with exactly ``N - round(sparsity · N)`` True entries in all.
-    """
-    names = list(scores)
-    flat = []
-    for name in names:
-        s = scores[name].detach().flatten().float()
-        if floor is not None:
-            reserved = keep_top(s, min_kept(s.numel(), floor))
-            s = s.masked_fill(reserved, math.inf)
-        flat.append(s)
-    keep = topk_mask(torch.cat(flat), sparsity)
-    parts = keep.split([s.numel() for s in flat])
-    return {name: part.view_as(scores[name]) for name, part in zip(names, parts, strict=True)}
 
 
 class SoftThresholdMask(StraightThroughMask):

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
+from bench.masking import global_topk_masks
 from bench.prunable import prunable_weights
 from bench.sparsity import measure_sparsity
-from methods.soft_movement import SoftMovement, global_topk_masks
+from methods.soft_movement import SoftMovement
 
 T = 100
 
