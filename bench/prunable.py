@@ -32,33 +32,20 @@ class Architecture:
 
 ROLES = ("q", "k", "v", "o", "ffn_in", "ffn_out")
 
+BERT_ROLES = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "o": "attention.output.dense",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+}
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.model_type: arch
     for arch in (
-        Architecture(
-            "bert",
-            r"encoder\.layer\.(\d+)\.",
-            {
-                "q": "attention.self.query",
-                "k": "attention.self.key",
-                "v": "attention.self.value",
-                "o": "attention.output.dense",
-                "ffn_in": "intermediate.dense",
-                "ffn_out": "output.dense",
-            },
-        ),
-        Architecture(
-            "roberta",
-            r"encoder\.layer\.(\d+)\.",
-            {
-                "q": "attention.self.query",
-                "k": "attention.self.key",
-                "v": "attention.self.value",
-                "o": "attention.output.dense",
-                "ffn_in": "intermediate.dense",
-                "ffn_out": "output.dense",
-            },
-        ),
+        Architecture("bert", r"encoder\.layer\.(\d+)\.", BERT_ROLES),
+        Architecture("roberta", r"encoder\.layer\.(\d+)\.", BERT_ROLES),
         Architecture(
             "distilbert",
             r"transformer\.layer\.(\d+)\.",

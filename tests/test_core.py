@@ -107,3 +107,16 @@ def test_cell_id_changes_with_any_field():
     assert replace(CELL, method_hparams={"mask_lr": 0.02}).id != CELL.id
     assert replace(CELL, versions={"torch": "y"}).id != CELL.id
     assert Cell.from_dict(CELL.to_dict()).id == CELL.id
+
+
+@pytest.mark.parametrize("kind", ["roberta", "distilbert", "mpnet"])
+def test_prunable_table_covers_other_architectures(kind):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    sizes = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2)
+    if kind == "distilbert":
+        sizes = dict(dim=32, n_heads=2, hidden_dim=64, n_layers=2)
+    model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(kind, vocab_size=100, **sizes))
+    found = prunable_weights(model)
+    assert len(found) == 12 and {pw.role for pw in found} == set(ROLES)
+    assert sum(pw.module.weight.numel() for pw in found) == 2 * (4 * 32 * 32 + 2 * 32 * 64)
