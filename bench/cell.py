@@ -64,9 +64,14 @@ class Cell:
     method_hparams: dict[str, Any] = field(default_factory=dict)
     distillation: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=package_versions)
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """All fields; ``search`` only when the cell has an HP search (so cells without one keep their ids)."""
+        data = asdict(self)
+        if data["search"] is None:
+            del data["search"]
+        return data
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -52,7 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="distil every pruned cell from the dense cell of its task and seed (T=2, alpha_distil 0.9, alpha_ce 0.1)",
     )
+    run.add_argument("--trials", type=int, help="HP-search trials per cell (default: the preset's; 0 turns it off)")
+    run.add_argument("--timeout", type=float, help="cap on each cell's study wall time, in seconds")
+    add_worker_arguments(run)
+    run.add_argument("--retry-failed", action="store_true", help="run cells recorded as failed again")
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser("worker", help="work on the queued cells of a shared storage until all are done")
+    worker.add_argument("--output", type=Path, required=True, help="results folder (shared when cells distil)")
+    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
+    worker.add_argument("--matrix", help="work on this matrix id only (default: every open cell)")
+    worker.add_argument("--retry-failed", action="store_true", help="also run cells recorded as failed")
+    add_worker_arguments(worker, storage_required=True)
+    worker.set_defaults(func=cmd_worker)
 
     ls = sub.add_parser("ls", help="list registered methods or tasks")
     ls.add_argument("what", choices=["methods", "tasks"])
@@ -62,6 +74,34 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("output", type=Path)
     board.set_defaults(func=cmd_leaderboard)
     return parser
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser, storage_required: bool = False) -> None:
+    parser.add_argument(
+        "--storage",
+        required=storage_required,
+        help="SQLAlchemy URL of the Optuna studies and cell queue, e.g. postgresql://user@host/db "
+        "(default sqlite:///OUTPUT/bench.db)",
+    )
+    parser.add_argument(
+        "--lease-seconds", type=float, help="a dead worker's cell is taken over after this long (default 120)"
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from bench import leaderboard, records
+    from bench.queue import CellQueue
+    from bench.runner import Worker, sync_records
+    from bench.tracking import default_tracking_uri
+
+    queue = CellQueue(args.storage, args.lease_seconds or 120.0)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    tracking = args.tracking_uri or default_tracking_uri(args.output)
+    Worker(queue, args.output, tracking, log=log, retry_failed=args.retry_failed).work(args.matrix)
+    sync_records(queue, args.output, args.matrix)
+    print(leaderboard.write(args.output))
+    failed = [r for r in queue.records(args.matrix) if r["status"] != records.FINISHED]
+    return EXIT_FAILED_CELLS if failed else 0
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -90,7 +130,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.tracking import default_tracking_uri
 
     matrix = Matrix(**matrix_fields(args))
-    results = run_matrix(matrix, log=lambda line: print(line, file=sys.stderr, flush=True))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    results = run_matrix(matrix, log=log, retry_failed=args.retry_failed)
     print(leaderboard.write(matrix.output))
     uri = matrix.tracking_uri or default_tracking_uri(matrix.output)
     print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: mlflow ui --backend-store-uri {uri}")
@@ -116,8 +157,8 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["sparsities"] = parse_list(args.sparsities, float, "sparsities")
     if args.seeds:
         fields["seeds"] = parse_list(args.seeds, int, "seeds")
-    for key in ("model", "preset", "output", "tracking_uri"):
-        if getattr(args, key):
+    for key in ("model", "preset", "output", "tracking_uri", "trials", "timeout", "storage", "lease_seconds"):
+        if getattr(args, key) is not None:
             fields[key] = getattr(args, key)
     for key in ("save_models", "distill"):
         if getattr(args, key):

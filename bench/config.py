@@ -13,6 +13,9 @@ Example::
     splits: {mnli: {train_split: "train[:4000]"}, "*": {eval_split: ...}}
     method_hparams: {movement: {mask_lr: 0.02}}
     distill: true
+    trials: 8                      # HP-search trials per cell (0: off)
+    search_space: {learning_rate: {low: 1.0e-5, high: 1.0e-4}, warmup_ratio: 0.1, mask_lr: {low: 0.005}}
+    storage: postgresql://bench@db-host/bench   # default: sqlite:///OUTPUT/bench.db
     distillation: {temperature: 2.0, alpha_distil: 0.9, alpha_ce: 0.1}
 """
 
@@ -25,7 +28,8 @@ from bench.errors import BenchError
 
 KEYS = (
     "methods", "tasks", "sparsities", "seeds", "preset", "model", "output", "budget", "splits",
-    "method_hparams", "tracking_uri", "save_models", "distill", "distillation",
+    "method_hparams", "tracking_uri", "save_models", "distill", "distillation", "trials", "timeout",
+    "search_space", "storage", "lease_seconds",
 )  # fmt: skip
 
 

@@ -112,11 +112,43 @@ LEGEND = (
 )
 
 
+def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-cell details: id, status, measured sparsity, search effort and best parameters, MLflow run."""
+    rows = []
+    for rec in cell_records:
+        cell, search = rec["cell"], rec.get("search") or {}
+        rows.append(
+            {
+                "cell": rec["id"][:12],
+                "method": cell["method"],
+                "task": cell["task"]["name"],
+                "sparsity": cell["sparsity"],
+                "seed": cell["seed"],
+                "status": rec["status"],
+                "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
+                "trials": search.get("n_trials", 0),
+                "best params": _params(search.get("best_params")),
+                "wall s": f"{rec.get('wall_seconds', 0):.0f}",
+                "mlflow run": rec.get("mlflow_run_id") or "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _params(params: dict[str, Any] | None) -> str:
+    if not params:
+        return ""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
+
+
 def write(output: Path) -> str:
-    """Collect ``output/cells``, write ``leaderboard.md`` and ``leaderboard.csv``; return the Markdown."""
-    df = collect(records.read_records(output))
-    board = table(df)
-    markdown = render(board)
-    Path(output, "leaderboard.md").write_text(f"{markdown}\n\n{LEGEND}\n")
+    """Collect ``output/cells``, write ``leaderboard.md`` (table, legend, cell details) and ``leaderboard.csv``;
+    return the table's Markdown."""
+    cell_records = records.read_records(output)
+    df = collect(cell_records)
+    markdown = render(table(df))
+    cells = details(cell_records)
+    cell_table = tabulate(cells, headers="keys", tablefmt="github", showindex=False) if not cells.empty else ""
+    Path(output, "leaderboard.md").write_text(f"{markdown}\n\n{LEGEND}\n\n## Cells\n\n{cell_table}\n")
     df.to_csv(Path(output, "leaderboard.csv"), index=False)
     return markdown

@@ -18,6 +18,12 @@ QUICK_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "MiniLM-L6 on slices of train/eval, 1 epoch: minutes per cell on a 2-core CPU",
+        # Search is off by default so that the six-cell main job fits 20 minutes on 2 cores; --trials N turns it
+        # on (each trial costs about one cell).
+        "search": {"trials": 0, "space": {
+            "learning_rate": {"low": 3e-5, "high": 3e-4, "log": True},
+            "warmup_ratio": {"low": 0.0, "high": 0.2},
+        }},  # fmt: skip
         "model": QUICK_MODEL,
         "budget": Budget(epochs=1, batch_size=32, learning_rate=2e-4, warmup_ratio=0.1, max_length=128),
         "tasks": {
@@ -32,6 +38,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "paper": {
         "description": "Movement Pruning (Sanh et al. 2020) setup: BERT-base, full splits, 6/10 epochs",
+        "search": {"trials": 20, "space": {
+            "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+            "warmup_ratio": {"low": 0.0, "high": 0.2},
+        }},  # fmt: skip
         "model": "bert-base-uncased",
         "budget": Budget(epochs=6, batch_size=32, learning_rate=3e-5, warmup_ratio=0.1, max_length=128),
         "tasks": {

@@ -1,191 +1,248 @@
-"""The matrix runner: expand a matrix into cells, run each cell once, record, track, rank.
+"""The matrix runner and its workers.
 
-A cell: build the task's model, ``method.prepare``, train through :class:`bench.training.PruningTrainer`,
-``method.finalize``, measure sparsity by counting zeros, evaluate on the eval split, write the record
-atomically, log to MLflow. Finished cells are skipped on rerun; a failing cell is recorded as failed and the
-matrix goes on.
+``bench run`` expands the matrix into cells, puts them in the cell queue (:mod:`bench.queue`, in the same
+database as the Optuna studies) and then works on them itself; ``bench worker`` works on the same queue from
+any number of other processes or machines. Working on a cell: claim it, run its HP search if it has one
+(:mod:`bench.search`), retrain the best settings on the full train split, finalize, measure, evaluate
+(:mod:`bench.execute`), then store the record in the queue and, atomically, in ``OUTPUT/cells/<id>.json``, and
+close its MLflow run. A cell that raises is recorded as ``failed`` and the matrix goes on.
 """
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench import records, registry
 from bench.cell import Cell
-from bench.distillation import Distillation
-from bench.errors import BenchError
-from bench.presets import get_preset, task_settings
-from bench.task import Featurization, Task
+from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
+from bench.matrix import Matrix, expand, matrix_id
+from bench.queue import CLAIMED, FAILED, FINALIZED, CellQueue, QueuedCell, worker_name
+
+Log = Any  # a callable taking one line
 
 
-@dataclass
-class Matrix:
-    """What ``bench run`` was asked for. Every method gets the same budget, splits and seeds per task."""
+def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> list[dict[str, Any]]:
+    """Queue every cell of ``matrix``, work until all are finished or failed, return their records.
 
-    methods: list[str]
-    tasks: list[str]
-    sparsities: list[float]
-    seeds: list[int] = field(default_factory=lambda: [0])
-    preset: str = "quick"
-    model: str | None = None
-    output: Path = Path("results/quick")
-    budget: dict[str, Any] = field(default_factory=dict)
-    splits: dict[str, dict[str, str]] = field(default_factory=dict)  # {task: {"train_split": ..}} or {"*": ..}
-    method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tracking_uri: str | None = None
-    save_models: bool = False
-    distill: bool = False
-    distillation: dict[str, float] = field(default_factory=dict)  # Distillation fields; defaults are the paper's
-
-    def __post_init__(self) -> None:
-        self.output = Path(self.output)
-        for s in self.sparsities:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
-                raise BenchError(f"sparsity must be a number in [0, 1), got {s!r}")
-        if len(set(self.sparsities)) != len(self.sparsities):
-            raise BenchError(f"duplicate sparsities in the matrix: {self.sparsities}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise BenchError(f"duplicate seeds in the matrix: {self.seeds}")
-        self.methods = registry.methods.resolve(self.methods)
-        self.tasks = registry.tasks.resolve(self.tasks)
-
-
-def expand(matrix: Matrix) -> list[Cell]:
-    """The cells of ``matrix``, dense (at sparsity 0, once per task and seed) before the pruned ones.
-
-    With ``matrix.distill`` every pruned cell distils from the dense cell of its model, task and seed (whose id
-    enters the pruned cell's id); that dense cell is added when the matrix lacks it.
-
-    Raises:
-        BenchError: unknown preset, method hyperparameter, budget or distillation setting.
+    Cells finished in ``matrix.output`` (from this or an earlier run) are not run again; failed cells only with
+    ``retry_failed``.
     """
-    preset = get_preset(matrix.preset)
-    model = matrix.model or preset["model"]
-    settings = Distillation(**matrix.distillation).to_dict() if matrix.distill else None
-    cells = []
-    for task_name, seed in itertools.product(matrix.tasks, matrix.seeds):
-        spec = make_task(matrix, task_name).describe()
-        budget = task_settings(preset, task_name, matrix.budget)[0]
-        teacher = Cell(model, "dense", spec, 0.0, seed, budget, {})
-        if settings is not None and "dense" not in matrix.methods:
-            cells.append(teacher)
-        for method_name in matrix.methods:
-            method_cls = registry.methods.get(method_name)
-            sparsities = matrix.sparsities if method_cls.prunes else [0.0]
-            distillation = {**settings, "teacher": teacher.id} if settings and method_cls.prunes else None
-            for sparsity in sparsities:
-                method = method_cls(sparsity, **matrix.method_hparams.get(method_name, {}))
-                hparams = method.hparams
-                cells.append(Cell(model, method_name, spec, float(sparsity), seed, budget, hparams, distillation))
-    return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
+    from bench.tracking import default_tracking_uri
+
+    cells = expand(matrix)
+    records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
+    queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
+    mid = matrix_id(cells)
+    options = {"save_model": matrix.save_models, "timeout": matrix.timeout}
+    queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
+                           for c in cells])  # fmt: skip
+    adopt_finished(queue, matrix.output, cells)
+    tracking = matrix.tracking_uri or default_tracking_uri(matrix.output)
+    worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
+    worker.work(mid)
+    by_id = {r["id"]: r for r in queue.records(mid)}
+    sync_records(queue, matrix.output, mid)
+    return [by_id[c.id] for c in cells if c.id in by_id]
 
 
-def make_task(matrix: Matrix, task_name: str) -> Task:
-    preset = get_preset(matrix.preset)
-    overrides = {**matrix.splits.get("*", {}), **matrix.splits.get(task_name, {})}
-    _, train_split, eval_split = task_settings(preset, task_name, overrides)
-    return registry.tasks.get(task_name)(train_split=train_split, eval_split=eval_split)
+def cell_options(matrix: Matrix, cell: Cell, options: dict[str, Any]) -> dict[str, Any]:
+    """Per-cell settings outside the cell id: a distillation teacher always keeps its model."""
+    teacher = matrix.distill and cell.method == "dense"
+    return {**options, "save_model": options["save_model"] or teacher}
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(model_id: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_id)
-
-
-@lru_cache(maxsize=8)
-def _train_features(task_key: str, model_id: str, feats: Featurization):
-    task = task_from_cell_spec(task_key)
-    return task.featurize(task.train_examples(), load_tokenizer(model_id), feats, train=True)
-
-
-@lru_cache(maxsize=8)
-def _eval_examples(task_key: str):
-    return task_from_cell_spec(task_key).eval_examples()
+def adopt_finished(queue: CellQueue, output: Path, cells: list[Cell]) -> None:
+    """Cells whose finished record is already on disk count as finalized (a teacher also needs its model)."""
+    rows = {q.cell_id: q for q in queue.cells()}
+    for cell in cells:
+        found = records.read_record(output, cell.id)
+        if found is None or found.get("status") != records.FINISHED or rows[cell.id].state == FINALIZED:
+            continue
+        if rows[cell.id].options.get("save_model") and not model_dir(output, cell.id).is_dir():
+            continue
+        queue.adopt(cell.id, found)
 
 
-def task_from_cell_spec(task_key: str) -> Task:
-    import json
+def sync_records(queue: CellQueue, output: Path, mid: str | None = None) -> None:
+    """Write every record the queue holds to ``output/cells`` (atomically), so each machine has them all."""
+    for record in queue.records(mid):
+        if records.read_record(output, record["id"]) != record:
+            records.write_record(output, record)
 
-    spec = json.loads(task_key)
-    return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+
+def model_dir(output: Path, cell_id: str) -> Path:
+    return Path(output) / "models" / cell_id
 
 
-def run_cell(cell: Cell, workdir: Path, save_models: Path | None = None, teacher_dir: Path | None = None) -> dict:
-    """Train, finalize, measure and evaluate one cell. Returns the record's result fields.
+class Worker:
+    """Claims cells from the queue and runs them until every cell of the matrix is finished or failed.
 
     Args:
-        cell: what to run.
-        workdir: scratch folder for the Trainer.
-        save_models: where to save the finalized model and tokenizer, or None.
-        teacher_dir: the saved dense model to distil from (cells with ``distillation``).
-
-    Raises:
-        whatever the method, task or Trainer raises; :class:`bench.training.DivergenceError` on a NaN loss.
+        queue: the cell queue.
+        output: results folder (records, saved models); shared between machines when cells distil.
+        tracking_uri: MLflow tracking URI.
+        name: this worker's name in claims (default host name plus a random suffix).
+        retry_failed: also take cells recorded as failed.
+        poll_seconds: wait between looks at the queue while other workers hold every open cell.
     """
-    import json
 
-    from transformers import DataCollatorWithPadding, set_seed
+    def __init__(
+        self,
+        queue: CellQueue,
+        output: Path,
+        tracking_uri: str,
+        name: str | None = None,
+        log: Log = print,
+        retry_failed: bool = False,
+        poll_seconds: float | None = None,
+    ):
+        from bench.search import make_storage
+        from bench.tracking import Tracker
 
-    from bench.sparsity import measure_sparsity
-    from bench.training import PruningTrainer, freeze_pretrained, training_arguments
+        self.queue, self.output, self.log = queue, Path(output), log
+        self.name = name or worker_name()
+        self.retry_failed = retry_failed
+        self.poll_seconds = poll_seconds if poll_seconds is not None else min(5.0, queue.lease_seconds / 4)
+        self.tracker = Tracker(tracking_uri)
+        self.storage = make_storage(queue.url, heartbeat_seconds=max(1, int(queue.lease_seconds / 4)))
+        self.durations: list[float] = []
+        records.cells_dir(self.output).mkdir(parents=True, exist_ok=True)
 
-    set_seed(cell.seed)
-    task_key = json.dumps(cell.task, sort_keys=True)
-    task = task_from_cell_spec(task_key)
-    feats = Featurization(cell.budget.max_length, cell.budget.doc_stride)
-    tokenizer = load_tokenizer(cell.model)
-    train_features = _train_features(task_key, cell.model, feats)
+    def work(self, mid: str | None = None) -> None:
+        """Work until no cell of matrix ``mid`` (all matrices when None) is open."""
+        if self.retry_failed:
+            self.queue.reopen_failed(mid)
+        while True:
+            rows = self.queue.cells(mid)
+            open_rows = [r for r in rows if self.is_open(r)]
+            if not open_rows:
+                return
+            claimable = (r for r in open_rows if self.ready(r, rows))
+            claimed = next((r for r in claimable if self.queue.claim(r.cell_id, self.name)), None)
+            if claimed is None:
+                time.sleep(self.poll_seconds)  # others hold the open cells: wait, take over if they die
+                continue
+            self.process(claimed, rows)
 
-    model = task.build_model(cell.model)
-    method = registry.methods.get(cell.method)(cell.sparsity, **cell.method_hparams)
-    method.prepare(model, task=task, tokenizer=tokenizer)
-    if not method.trains_weights:
-        freeze_pretrained(model)
-    distillation = cell.distillation or {}
-    if cell.distillation and (teacher_dir is None or not Path(teacher_dir).is_dir()):
-        raise RuntimeError(f"teacher {distillation['teacher'][:12]} has no saved model at {teacher_dir}; did it fail?")
-    trainer = PruningTrainer(
-        model=model,
-        args=training_arguments(cell.budget, workdir, cell.seed),
-        train_dataset=train_features,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        method=method,
-        teacher=task.build_model(str(teacher_dir)) if cell.distillation else None,
-        distillation=Distillation(**{k: v for k, v in distillation.items() if k != "teacher"}),
-    )
-    started = time.perf_counter()
-    train_output = trainer.train()
-    train_seconds = time.perf_counter() - started
-    method_info = method.finalize(model)
-    sparsity = measure_sparsity(model)
-    metrics = task.evaluate(trainer, _eval_examples(task_key), tokenizer, feats)
-    if save_models is not None:
-        model.save_pretrained(save_models)
-        tokenizer.save_pretrained(save_models)
-    return {
-        "metrics": metrics,
-        "primary_metric": task.primary_metric,
-        "greater_is_better": task.greater_is_better,
-        "sparsity": sparsity.to_dict(),
-        "method_info": method_info,
-        "train_seconds": train_seconds,
-        "train_examples_per_s": train_output.metrics.get("train_samples_per_second"),
-        "train_steps": train_output.global_step,
-        "train_features": len(train_features),
-        "history": [h for h in trainer.state.log_history if "loss" in h],
-    }
+    @staticmethod
+    def is_open(row: QueuedCell) -> bool:
+        return row.state not in (FINALIZED, FAILED)
+
+    def ready(self, row: QueuedCell, rows: list[QueuedCell]) -> bool:
+        """A distilled cell waits for its teacher to be finalized."""
+        teacher = (row.cell.get("distillation") or {}).get("teacher")
+        return teacher is None or any(r.cell_id == teacher and r.state == FINALIZED for r in rows)
+
+    def process(self, row: QueuedCell, rows: list[QueuedCell]) -> None:
+        cell = Cell.from_dict(row.cell)
+        if cell.id != row.cell_id:
+            raise RuntimeError(f"queued cell {row.cell_id[:12]} does not round-trip (got {cell.id[:12]})")
+        index = next(i for i, r in enumerate(rows, start=1) if r.cell_id == row.cell_id)
+        self.log(progress_line(index, len(rows), cell, self.durations))
+        started = time.perf_counter()
+        run_id = row.mlflow_run_id if self.tracker.has_run(row.mlflow_run_id) else self.start_run(cell)
+        with self.queue.holding(cell.id, self.name) as lost:
+            record = self.execute(cell, row.options, run_id)
+        self.durations.append(time.perf_counter() - started)
+        state = FINALIZED if record["status"] == records.FINISHED else FAILED
+        if lost.is_set() or not self.queue.finish(cell.id, self.name, record, state):
+            self.log(f"[cell {index}/{len(rows)}] {cell.label()}: claim lost to another worker, result discarded")
+            return
+        records.write_record(self.output, record)
+        self.close_run(run_id, record)
+        self.log(f"[cell {index}/{len(rows)}] {cell.label()} {record['status']} in {self.durations[-1]:.0f}s")
+
+    def start_run(self, cell: Cell) -> str:
+        tags = {"method": cell.method, "task": cell.task_name, "sparsity": str(cell.sparsity), "seed": str(cell.seed)}
+        run_id = self.tracker.start(cell.id, cell.label(), cell.to_dict(), tags)
+        self.queue.set_run_id(cell.id, run_id)
+        return run_id
+
+    def close_run(self, run_id: str, record: dict[str, Any]) -> None:
+        if record["status"] == records.FINISHED:
+            self.tracker.log_metrics(run_id, tracked_metrics(record), record.get("history", []))
+            best = (record.get("search") or {}).get("best_trial")
+            tags = {"best_trial": str(best)} if best is not None else {}
+            self.tracker.end(run_id, "FINISHED", tags)
+        else:
+            self.tracker.end(run_id, "FAILED", {"error": record["error"]})
+
+    def execute(self, cell: Cell, options: dict[str, Any], run_id: str) -> dict[str, Any]:
+        """Search (when the cell has one), then the final run; a failure becomes a failed record."""
+        base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id,
+                "worker": self.name}  # fmt: skip
+        started = time.perf_counter()
+        teacher = model_dir(self.output, cell.distillation["teacher"]) if cell.distillation else None
+        try:
+            search = self.search(cell, options, run_id, teacher) if cell.search else None
+            final = apply_params(cell, search["best_params"]) if search else cell
+            save = model_dir(self.output, cell.id) if options.get("save_model") else None
+            with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+                result = train_and_evaluate(final, Run(FINAL, Path(workdir), save, teacher))
+        except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
+            print(traceback.format_exc(), file=sys.stderr)
+            return {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc(),
+                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
+        extra = {"search": search, "final_budget": final.budget.__dict__, "final_hparams": final.method_hparams}
+        return {**base, "status": records.FINISHED, **result, **(extra if search else {}),
+                "wall_seconds": time.perf_counter() - started}  # fmt: skip
+
+    def search(self, cell: Cell, options: dict[str, Any], run_id: str, teacher: Path | None) -> dict[str, Any]:
+        from bench import search
+        from bench.tracking import TrialCallback
+        from bench.training import DivergenceError
+
+        task = task_of(cell)
+        study = search.open_study(cell, self.storage, task.greater_is_better)
+        objective = self.objective(cell, run_id, teacher)
+        started = time.perf_counter()
+        search.run_study(study, cell.search["trials"], objective, options.get("timeout"),
+                         [TrialCallback(self.tracker, task.primary_metric)], catch=(DivergenceError,))  # fmt: skip
+        summary = search.summary(study, time.perf_counter() - started)
+        best_run = study.best_trial.user_attrs.get("mlflow_run_id")
+        if best_run:
+            self.tracker.client.set_tag(best_run, "best_trial", "true")
+        return summary
+
+    def objective(self, cell: Cell, parent_run: str, teacher: Path | None):
+        import optuna
+
+        from bench import search
+
+        method_cls = registry.methods.get(cell.method)
+        primary = task_of(cell).primary_metric
+
+        def objective(trial: optuna.Trial) -> float:
+            budget, hparams = search.sample(trial, cell.search, method_cls)
+            trial_cell = apply_params(cell, {**budget, **hparams})
+            name = f"{cell.label()} trial {trial.number}"
+            run_id = self.tracker.start(cell.id, name, {**budget, **hparams}, {"trial": str(trial.number)}, parent_run)
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+            def report(step: int, value: float) -> None:
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step} with dev {primary} {value:.3f}")
+
+            with tempfile.TemporaryDirectory(prefix="bench-trial-") as workdir:
+                run = Run(TUNING, Path(workdir), None, teacher, report, search.intermediate_steps)
+                return train_and_evaluate(trial_cell, run)["metrics"][primary]
+
+        return objective
+
+
+def apply_params(cell: Cell, params: dict[str, Any]) -> Cell:
+    """The cell with sampled budget fields and method hyperparameters put in (its id is not used after this)."""
+    budget = {k: v for k, v in params.items() if k in cell.budget.__dataclass_fields__}
+    hparams = {k: v for k, v in params.items() if k not in budget}
+    return replace(cell, budget=replace(cell.budget, **budget), method_hparams={**cell.method_hparams, **hparams})
 
 
 def git_commit() -> str | None:
@@ -198,48 +255,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def run_matrix(matrix: Matrix, log=print) -> list[dict[str, Any]]:
-    """Run every cell of ``matrix`` not already finished in ``matrix.output``; returns all its records.
-
-    Cells that raise are recorded with status ``failed`` and the traceback, and the matrix goes on.
-    """
-    from bench.tracking import Tracker, default_tracking_uri
-
-    cells = expand(matrix)
-    output = matrix.output
-    records.cells_dir(output).mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(matrix.tracking_uri or default_tracking_uri(output))
-    results, durations = [], []
-    for index, cell in enumerate(cells, start=1):
-        done = records.read_record(output, cell.id)
-        if is_finished(done, matrix, cell):
-            log(f"[cell {index}/{len(cells)}] {cell.label()} finished already ({cell.id[:12]}), skipped")
-            results.append(done)
-            continue
-        log(progress_line(index, len(cells), cell, durations))
-        started = time.perf_counter()
-        record = run_tracked_cell(cell, matrix, tracker)
-        durations.append(time.perf_counter() - started)
-        results.append(record)
-        log(f"[cell {index}/{len(cells)}] {cell.label()} {record['status']} in {durations[-1]:.0f}s")
-    return results
-
-
-def is_finished(record: dict[str, Any] | None, matrix: Matrix, cell: Cell) -> bool:
-    """A finished record; a distillation teacher also needs its saved model."""
-    if record is None or record.get("status") != records.FINISHED:
-        return False
-    return not needs_saved_model(matrix, cell) or model_dir(matrix, cell.id).is_dir()
-
-
-def needs_saved_model(matrix: Matrix, cell: Cell) -> bool:
-    return matrix.save_models or (matrix.distill and cell.method == "dense")
-
-
-def model_dir(matrix: Matrix, cell_id: str) -> Path:
-    return matrix.output / "models" / cell_id
-
-
 def progress_line(index: int, total: int, cell: Cell, durations: list[float]) -> str:
     eta = ""
     if durations:
@@ -248,38 +263,19 @@ def progress_line(index: int, total: int, cell: Cell, durations: list[float]) ->
     return f"[cell {index}/{total}{eta}] {cell.label()} ({cell.id[:12]})"
 
 
-def run_tracked_cell(cell: Cell, matrix: Matrix, tracker) -> dict[str, Any]:
-    """Run ``cell`` inside its MLflow run and write its record (finished or failed)."""
-    tags = {"method": cell.method, "task": cell.task_name, "sparsity": str(cell.sparsity), "seed": str(cell.seed)}
-    run_id = tracker.start(cell.id, cell.label(), cell.to_dict(), tags)
-    base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id}
-    started = time.perf_counter()
-    save = model_dir(matrix, cell.id) if needs_saved_model(matrix, cell) else None
-    teacher = model_dir(matrix, cell.distillation["teacher"]) if cell.distillation else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-            result = run_cell(cell, Path(workdir), save, teacher)
-    except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
-        record = {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc()}
-        record["wall_seconds"] = time.perf_counter() - started
-        records.write_record(matrix.output, record)
-        tracker.end(run_id, "FAILED", {"error": repr(err)})
-        print(record["traceback"], file=sys.stderr)
-        return record
-    history = result.pop("history")
-    record = {**base, "status": records.FINISHED, **result, "wall_seconds": time.perf_counter() - started}
-    records.write_record(matrix.output, record)
-    tracker.log_metrics(run_id, tracked_metrics(record), history)
-    tracker.end(run_id, "FINISHED")
-    return record
-
-
 def tracked_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The record's numbers as flat MLflow metric names."""
     flat = {f"eval/{k}": v for k, v in record["metrics"].items()}
     flat.update({f"sparsity/{k}": v for k, v in record["sparsity"].items()})
-    flat.update({f"method/{k}": v for k, v in record["method_info"].items()})
+    flat.update({f"method/{k}": v for k, v in record["method_info"].items() if isinstance(v, (int, float))})
     for key in ("train_seconds", "train_examples_per_s", "wall_seconds", "train_steps"):
         if record.get(key) is not None:
             flat[key] = record[key]
+    if record.get("search"):
+        flat["search/n_trials"] = record["search"]["n_trials"]
+        flat["search/seconds"] = record["search"]["search_seconds"]
+        flat["search/best_dev_value"] = record["search"]["best_value"]
     return flat
+
+
+__all__ = ["CLAIMED", "Matrix", "Worker", "expand", "run_matrix"]

@@ -47,19 +47,25 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
-    def start(self, cell_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Create a RUNNING run for a cell; returns its run id."""
+    def start(
+        self, cell_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None
+    ) -> str:
+        """Create a RUNNING run for a cell (or, with ``parent``, a trial nested in the cell's run); returns its id."""
         from mlflow.entities import Param, RunTag
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, "cell_id": cell_id})
+        tags = {**tags, "cell_id": cell_id, **({"mlflow.parentRunId": parent} if parent else {})}
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(flat), 90):
             self.client.log_batch(run.info.run_id, params=flat[i : i + 90])
         self.client.log_batch(run.info.run_id, tags=[RunTag("mlflow.runName", run_name)])
         return run.info.run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], history: list[dict[str, Any]] = ()) -> None:
-        """Final metrics (step 0) and a per-step history (``[{"step": 10, "loss": 1.1}, ...]``) in batches."""
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], history: list[dict[str, Any]] = (), prefix: str = "train"
+    ) -> None:
+        """Final metrics (step 0) and a per-step history (``[{"step": 10, "loss": 1.1}, ...]``, logged as
+        ``prefix/name``) in batches."""
         import time
 
         from mlflow.entities import Metric
@@ -69,16 +75,53 @@ class Tracker:
         for entry in history:
             step = int(entry.get("step", 0))
             batch += [
-                Metric(f"train/{k}", float(v), now, step) for k, v in entry.items() if k != "step" and _is_number(v)
+                Metric(f"{prefix}/{k}", float(v), now, step) for k, v in entry.items() if k != "step" and _is_number(v)
             ]
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
+
+    def has_run(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` exists in this store (a cell taken over from another machine may not)."""
+        if not run_id:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     def end(self, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """Close the run with ``status`` (FINISHED, FAILED or KILLED)."""
         for key, value in (tags or {}).items():
             self.client.set_tag(run_id, key, value[:5000])
         self.client.set_terminated(run_id, status=status)
+
+
+class TrialCallback:
+    """Optuna callback that completes each trial's nested MLflow run (Optuna's MLflowCallback is deprecated).
+
+    The objective creates the run when the trial starts and keeps its id in the trial's user attribute
+    ``mlflow_run_id``; this callback logs the intermediate dev values (with their steps), the trial's value and
+    its state, and closes the run: COMPLETE → FINISHED, PRUNED → KILLED, FAIL → FAILED.
+    """
+
+    STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+    def __init__(self, tracker: Tracker, metric: str):
+        self.tracker = tracker
+        self.metric = metric
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id is None:
+            return
+        history = [{"step": step, self.metric: value} for step, value in sorted(trial.intermediate_values.items())]
+        final = {"trial_value": trial.value} if trial.value is not None else {}
+        self.tracker.log_metrics(run_id, final, history, prefix="dev")
+        tags = {"optuna.state": trial.state.name, "optuna.trial_number": str(trial.number)}
+        self.tracker.end(run_id, self.STATUS.get(trial.state.name, "FAILED"), tags)
 
 
 def _is_number(value: Any) -> bool:

@@ -37,6 +37,30 @@ def _weights_lr(optimizer) -> float | None:
     return optimizer.param_groups[0]["lr"] if optimizer is not None and optimizer.param_groups else None
 
 
+class DevReporter(TrainerCallback):
+    """During an HP-search trial, evaluate on the dev split at a few steps and report the primary metric.
+
+    Args:
+        evaluate: returns the primary dev metric of the model as it is now (masks in their training state).
+        report: ``report(step, value)``; it raises ``optuna.TrialPruned`` to stop the trial.
+        steps: ``steps(total_steps)`` → the optimizer steps after which to evaluate.
+    """
+
+    def __init__(self, evaluate, report, steps):
+        self.evaluate, self.report, self.steps_of = evaluate, report, steps
+        self.steps: set[int] = set()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.steps = self.steps_of(state.max_steps)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            value = self.evaluate()
+            if model is not None:
+                model.train()
+            self.report(state.global_step, value)
+
+
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
 

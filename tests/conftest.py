@@ -47,3 +47,14 @@ needs_minilm = pytest.mark.skipif(
     not hub_available(MINILM),
     reason=f"{MINILM} not reachable: set HF_HUB_CACHE=$(realpath ../shared/hf-hub) HF_HUB_OFFLINE=1",
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random BERT saved with MiniLM's real tokenizer, usable as ``--model PATH``."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    from transformers import AutoTokenizer, BertModel
+
+    BertModel(tiny_config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(MINILM).save_pretrained(path)
+    return str(path)

@@ -5,22 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import AutoTokenizer, BertModel
 
 from bench import leaderboard, records
 from bench.runner import Matrix, expand, run_matrix
-from tests.conftest import MINILM, needs_minilm, tiny_config
+from tests.conftest import needs_minilm
 
 pytestmark = needs_minilm
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny random BERT saved with MiniLM's real tokenizer, usable as ``--model PATH``."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    BertModel(tiny_config()).save_pretrained(path)
-    AutoTokenizer.from_pretrained(MINILM).save_pretrained(path)
-    return str(path)
 
 
 def tiny_matrix(tmp_path, model, **overrides) -> Matrix:
@@ -71,7 +61,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr("bench.runner.run_cell", must_not_train)
+    monkeypatch.setattr("bench.runner.train_and_evaluate", must_not_train)
     lines = []
     second = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lines.append)
     assert [r["id"] for r in second] == [r["id"] for r in first]
@@ -132,3 +122,32 @@ def test_distillation_loss_matches_hand_formula():
     p_t, p_s = F.softmax(teacher / 2, -1), F.softmax(student / 2, -1)
     kl = (p_t * (p_t.log() - p_s.log())).sum() * 4
     assert got.item() == pytest.approx(0.9 * kl.item() + 0.1 * 0.7, rel=1e-6)
+
+
+def test_search_runs_trials_per_cell_tracks_them_nested_and_retrains_the_best(tmp_path, tiny_model_dir):
+    from mlflow.tracking import MlflowClient
+
+    matrix = tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "movement"], trials=2)
+    results = run_matrix(matrix, log=lambda line: None)
+    assert [r["status"] for r in results] == ["finished", "finished"]
+    for rec in results:
+        search = rec["search"]
+        assert search["n_trials"] == 2 and len(search["trials"]) == 2
+        assert rec["final_budget"]["learning_rate"] == search["best_params"]["learning_rate"]
+        if rec["cell"]["method"] == "movement":
+            assert rec["final_hparams"]["mask_lr"] == search["best_params"]["mask_lr"]
+        assert rec["train_features"] == 48, "the final model trains on the full train split"
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{matrix.output.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("prune-bench").experiment_id])
+    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(trials) == 4
+    assert all(t.data.tags["mlflow.parentRunId"] in parents for t in trials)
+    assert all(t.data.tags["optuna.state"] in ("COMPLETE", "PRUNED") for t in trials)
+    assert sum(t.data.tags.get("best_trial") == "true" for t in trials) == 2
+    by_run = {t.info.run_id for t in trials}
+    assert {t["mlflow_run_id"] for rec in results for t in rec["search"]["trials"]} == by_run
+    leaderboard.write(matrix.output)
+    details = (matrix.output / "leaderboard.md").read_text().split("## Cells")[1]
+    assert "learning_rate=" in details and "mask_lr=" in details

@@ -1,0 +1,144 @@
+"""One training run of a cell: build, prepare, train, finalize, measure, evaluate.
+
+Used for the final run of every cell (full train split → eval split) and for every HP-search trial (train minus
+the tuning dev split → dev split). Tokenizers and features are cached per process, and ``Dataset.map`` caches
+them on disk by fingerprint, so a second cell on the same task does not tokenize again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bench import registry
+from bench.cell import Cell
+from bench.distillation import Distillation
+from bench.task import Featurization, Task
+
+FINAL, TUNING = "final", "tuning"
+
+
+@dataclass(frozen=True)
+class Run:
+    """What to train on and where to put things.
+
+    Attributes:
+        data: FINAL (train split → eval split) or TUNING (train minus dev → dev, for trials).
+        workdir: scratch folder for the Trainer.
+        save_to: where to save the finalized model and tokenizer, or None.
+        teacher_dir: the saved dense model to distil from, for cells with ``distillation``.
+        report: for trials, ``report(step, dev_value)`` at a few steps during training (may raise to prune).
+        report_steps: the optimizer steps at which ``report`` is called, from the run's total steps.
+    """
+
+    data: str
+    workdir: Path
+    save_to: Path | None = None
+    teacher_dir: Path | None = None
+    report: Callable[[int, float], None] | None = None
+    report_steps: Callable[[int], set[int]] | None = None
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(model_id: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_id)
+
+
+def task_of(cell: Cell) -> Task:
+    spec = cell.task
+    return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+
+
+@lru_cache(maxsize=16)
+def _examples(task_key: str, data: str, seed: int, part: str):
+    """Raw examples: FINAL → (train, eval); TUNING → (train minus dev, dev) carved with ``seed``."""
+    spec = json.loads(task_key)
+    task = registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+    if data == FINAL:
+        return task.train_examples() if part == "train" else task.eval_examples()
+    train, dev = task.tuning_splits(seed)
+    return train if part == "train" else dev
+
+
+@lru_cache(maxsize=16)
+def _train_features(task_key: str, data: str, seed: int, model_id: str, feats: Featurization):
+    spec = json.loads(task_key)
+    task = registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+    return task.featurize(_examples(task_key, data, seed, "train"), load_tokenizer(model_id), feats, train=True)
+
+
+def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
+    """Train ``cell`` as ``run`` says, finalize, measure sparsity, evaluate. Returns the record's result fields.
+
+    Raises:
+        whatever the method, task or Trainer raises; :class:`bench.training.DivergenceError` on a NaN loss;
+        RuntimeError when a distilled cell's teacher has no saved model.
+    """
+    from transformers import DataCollatorWithPadding, set_seed
+
+    from bench.sparsity import measure_sparsity
+    from bench.training import DevReporter, PruningTrainer, freeze_pretrained, training_arguments
+
+    set_seed(cell.seed)
+    task_key = json.dumps(cell.task, sort_keys=True)
+    task = task_of(cell)
+    feats = Featurization(cell.budget.max_length, cell.budget.doc_stride)
+    tokenizer = load_tokenizer(cell.model)
+    train_features = _train_features(task_key, run.data, cell.seed, cell.model, feats)
+    eval_examples = _examples(task_key, run.data, cell.seed, "eval")
+
+    model = task.build_model(cell.model)
+    method = registry.methods.get(cell.method)(cell.sparsity, **cell.method_hparams)
+    method.prepare(model, task=task, tokenizer=tokenizer)
+    if not method.trains_weights:
+        freeze_pretrained(model)
+    trainer = PruningTrainer(
+        model=model,
+        args=training_arguments(cell.budget, run.workdir, cell.seed),
+        train_dataset=train_features,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        method=method,
+        teacher=load_teacher(task, cell, run.teacher_dir),
+        distillation=Distillation(**{k: v for k, v in (cell.distillation or {}).items() if k != "teacher"}),
+    )
+    if run.report is not None:
+        evaluate = lambda: task.evaluate(trainer, eval_examples, tokenizer, feats)[task.primary_metric]  # noqa: E731
+        trainer.add_callback(DevReporter(evaluate, run.report, run.report_steps))
+    started = time.perf_counter()
+    train_output = trainer.train()
+    train_seconds = time.perf_counter() - started
+    method_info = method.finalize(model)
+    sparsity = measure_sparsity(model)
+    metrics = task.evaluate(trainer, eval_examples, tokenizer, feats)
+    if run.save_to is not None:
+        model.save_pretrained(run.save_to)
+        tokenizer.save_pretrained(run.save_to)
+    return {
+        "metrics": metrics,
+        "primary_metric": task.primary_metric,
+        "greater_is_better": task.greater_is_better,
+        "sparsity": sparsity.to_dict(),
+        "method_info": method_info,
+        "train_seconds": train_seconds,
+        "train_examples_per_s": train_output.metrics.get("train_samples_per_second"),
+        "train_steps": train_output.global_step,
+        "train_features": len(train_features),
+        "history": [h for h in trainer.state.log_history if "loss" in h],
+    }
+
+
+def load_teacher(task: Task, cell: Cell, teacher_dir: Path | None):
+    if not cell.distillation:
+        return None
+    if teacher_dir is None or not Path(teacher_dir).is_dir():
+        teacher = cell.distillation["teacher"][:12]
+        raise RuntimeError(f"teacher {teacher} has no saved model at {teacher_dir}; did its dense cell fail?")
+    return task.build_model(str(teacher_dir))

@@ -1,0 +1,123 @@
+"""Matrices: what ``bench run`` was asked for, validated, and expanded into cells.
+
+Every method of a matrix gets the same budget, splits, seeds and search effort per task. Dense runs once per
+task and seed at sparsity 0; with distillation it is the teacher of every pruned cell of its task and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import registry
+from bench.cell import Budget, Cell
+from bench.distillation import Distillation
+from bench.errors import BenchError
+from bench.presets import get_preset, task_settings
+from bench.search import search_spec
+from bench.task import Task
+
+
+@dataclass
+class Matrix:
+    """A method × task × sparsity × seed matrix with its preset, overrides and infrastructure settings.
+
+    ``trials`` None takes the preset's number of HP-search trials per cell (0 turns the search off);
+    ``search_space`` narrows (``{low, high, log}``) or fixes (a value) any shared or method knob.
+
+    Raises:
+        BenchError: a sparsity outside [0, 1) or not a number, duplicate sparsities/seeds/methods/tasks,
+            unknown method or task names, a negative trial count.
+    """
+
+    methods: list[str]
+    tasks: list[str]
+    sparsities: list[float]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    preset: str = "quick"
+    model: str | None = None
+    output: Path = Path("results/quick")
+    budget: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, dict[str, str]] = field(default_factory=dict)  # {task: {"train_split": ..}} or {"*": ..}
+    method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tracking_uri: str | None = None
+    save_models: bool = False
+    distill: bool = False
+    distillation: dict[str, float] = field(default_factory=dict)  # Distillation fields; defaults are the paper's
+    trials: int | None = None
+    timeout: float | None = None  # seconds per study; not part of the cell id
+    search_space: dict[str, Any] = field(default_factory=dict)
+    storage: str | None = None  # SQLAlchemy URL of the Optuna studies and the cell queue
+    lease_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        for s in self.sparsities:
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+                raise BenchError(f"sparsity must be a number in [0, 1), got {s!r}")
+        if len(set(self.sparsities)) != len(self.sparsities):
+            raise BenchError(f"duplicate sparsities in the matrix: {self.sparsities}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise BenchError(f"duplicate seeds in the matrix: {self.seeds}")
+        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 0):
+            raise BenchError(f"trials must be an integer >= 0, got {self.trials!r}")
+        self.methods = registry.methods.resolve(self.methods)
+        self.tasks = registry.tasks.resolve(self.tasks)
+
+    @property
+    def storage_url(self) -> str:
+        """The Optuna/queue database: ``storage`` or an embedded SQLite file in the output folder."""
+        return self.storage or f"sqlite:///{self.output.resolve() / 'bench.db'}"
+
+
+def expand(matrix: Matrix) -> list[Cell]:
+    """The cells of ``matrix``, dense (at sparsity 0, once per task and seed) before the pruned ones.
+
+    With ``matrix.distill`` every pruned cell distils from the dense cell of its model, task and seed (whose id
+    enters the pruned cell's id); that dense cell is added when the matrix lacks it.
+
+    Raises:
+        BenchError: unknown preset, method hyperparameter, budget, search or distillation setting.
+    """
+    preset = get_preset(matrix.preset)
+    model = matrix.model or preset["model"]
+    settings = Distillation(**matrix.distillation).to_dict() if matrix.distill else None
+    trials = preset["search"]["trials"] if matrix.trials is None else matrix.trials
+    cells = []
+    for task_name, seed in itertools.product(matrix.tasks, matrix.seeds):
+        spec = make_task(matrix, task_name).describe()
+        budget = task_settings(preset, task_name, matrix.budget)[0]
+
+        def cell(method: str, sparsity: float, distillation: dict | None = None) -> Cell:
+            method_cls = registry.methods.get(method)
+            hparams = method_cls(sparsity, **matrix.method_hparams.get(method, {})).hparams
+            search = search_spec(trials, preset["search"]["space"], matrix.search_space, method_cls)
+            return Cell(model, method, spec, float(sparsity), seed, budget, hparams, distillation, search=search)  # noqa: B023
+
+        teacher = cell("dense", 0.0)
+        if settings is not None and "dense" not in matrix.methods:
+            cells.append(teacher)
+        for method_name in matrix.methods:
+            method_cls = registry.methods.get(method_name)
+            distillation = {**settings, "teacher": teacher.id} if settings and method_cls.prunes else None
+            for sparsity in matrix.sparsities if method_cls.prunes else [0.0]:
+                cells.append(cell(method_name, sparsity, distillation))
+    return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
+
+
+def matrix_id(cells: list[Cell]) -> str:
+    """sha256 of the sorted cell ids: the same cells make the same matrix, in any order."""
+    return hashlib.sha256("\n".join(sorted(c.id for c in cells)).encode()).hexdigest()
+
+
+def make_task(matrix: Matrix, task_name: str) -> Task:
+    preset = get_preset(matrix.preset)
+    overrides = {**matrix.splits.get("*", {}), **matrix.splits.get(task_name, {})}
+    _, train_split, eval_split = task_settings(preset, task_name, overrides)
+    return registry.tasks.get(task_name)(train_split=train_split, eval_split=eval_split)
+
+
+__all__ = ["Budget", "Matrix", "expand", "make_task", "matrix_id"]

@@ -1,0 +1,191 @@
+"""The cell queue: cells, claims and finished records in a relational database shared by workers.
+
+It lives in the same database as the Optuna studies (any SQLAlchemy URL Optuna accepts: an embedded SQLite file
+by default, PostgreSQL for many machines), in one table ``bench_cells``. A worker *claims* a cell with one
+atomic conditional UPDATE and holds it by renewing a lease; a worker that dies lets its lease expire and another
+takes the cell over. Only the lease holder can *finalize* a cell (another atomic UPDATE), so no cell is ever
+finalized twice.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+PENDING, CLAIMED, FINALIZED, FAILED = "pending", "claimed", "finalized", "failed"
+
+_metadata = sa.MetaData()
+CELLS = sa.Table(
+    "bench_cells",
+    _metadata,
+    sa.Column("cell_id", sa.String(64), primary_key=True),
+    sa.Column("matrix_id", sa.String(64), nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("cell_json", sa.Text, nullable=False),
+    sa.Column("options_json", sa.Text, nullable=False, default="{}"),
+    sa.Column("state", sa.String(16), nullable=False, default=PENDING),
+    sa.Column("worker", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("finalized_by", sa.String(128), nullable=True),
+    sa.Column("finalize_count", sa.Integer, nullable=False, default=0),
+    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
+    sa.Column("record_json", sa.Text, nullable=True),
+)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class QueuedCell:
+    cell_id: str
+    matrix_id: str
+    cell: dict[str, Any]
+    options: dict[str, Any]
+    state: str
+    mlflow_run_id: str | None
+
+
+class CellQueue:
+    """Cells of one or more matrices in the database at ``url``.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///DIR/bench.db``, ``postgresql://user@host/db``).
+        lease_seconds: how long a claim lasts without renewal; a dead worker's cell is taken over after this.
+    """
+
+    def __init__(self, url: str, lease_seconds: float = 120.0):
+        self.url = url
+        self.lease_seconds = lease_seconds
+        self.engine = sa.create_engine(url, **_engine_kwargs(url))
+        _metadata.create_all(self.engine)
+
+    # ---- matrix ------------------------------------------------------------------------------------
+    def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]]) -> None:
+        """Insert cells (``{"id", "cell", "options"}``) that are not there yet; existing rows are left alone."""
+        with self.engine.begin() as conn:
+            known = {row[0] for row in conn.execute(sa.select(CELLS.c.cell_id))}
+            rows = [
+                {"cell_id": c["id"], "matrix_id": matrix_id, "position": i, "cell_json": json.dumps(c["cell"]),
+                 "options_json": json.dumps(c.get("options", {})), "state": PENDING, "finalize_count": 0}
+                for i, c in enumerate(cells) if c["id"] not in known
+            ]  # fmt: skip
+            if rows:
+                conn.execute(CELLS.insert(), rows)
+
+    def cells(self, matrix_id: str | None = None) -> list[QueuedCell]:
+        query = sa.select(CELLS).order_by(CELLS.c.matrix_id, CELLS.c.position)
+        if matrix_id is not None:
+            query = query.where(CELLS.c.matrix_id == matrix_id)
+        with self.engine.connect() as conn:
+            return [
+                QueuedCell(
+                    r.cell_id, r.matrix_id, json.loads(r.cell_json), json.loads(r.options_json), r.state,
+                    r.mlflow_run_id,
+                )  # fmt: skip
+                for r in conn.execute(query)
+            ]
+
+    def records(self, matrix_id: str | None = None) -> list[dict[str, Any]]:
+        """The records of finalized and failed cells."""
+        query = sa.select(CELLS.c.record_json).where(CELLS.c.record_json.is_not(None))
+        if matrix_id is not None:
+            query = query.where(CELLS.c.matrix_id == matrix_id)
+        with self.engine.connect() as conn:
+            return [json.loads(r[0]) for r in conn.execute(query)]
+
+    def row(self, cell_id: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(CELLS).where(CELLS.c.cell_id == cell_id)).one_or_none()
+
+    # ---- claims -------------------------------------------------------------------------------------------
+    def claim(self, cell_id: str, worker: str) -> bool:
+        """Atomically take ``cell_id`` if nobody holds a live lease on it and it is neither finalized nor failed."""
+        now = time.time()
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id)
+            .where(CELLS.c.state.in_([PENDING, CLAIMED]))
+            .where(sa.or_(CELLS.c.lease_until.is_(None), CELLS.c.lease_until < now, CELLS.c.worker == worker))
+            .values(state=CLAIMED, worker=worker, lease_until=now + self.lease_seconds)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def reopen_failed(self, matrix_id: str | None = None) -> int:
+        """Put failed cells back to pending (``--retry-failed``); returns how many."""
+        statement = CELLS.update().where(CELLS.c.state == FAILED)
+        if matrix_id is not None:
+            statement = statement.where(CELLS.c.matrix_id == matrix_id)
+        with self.engine.begin() as conn:
+            return conn.execute(statement.values(state=PENDING, worker=None, lease_until=None)).rowcount
+
+    def renew(self, cell_id: str, worker: str) -> bool:
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == worker, CELLS.c.state == CLAIMED)
+            .values(lease_until=time.time() + self.lease_seconds)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def set_run_id(self, cell_id: str, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(CELLS.update().where(CELLS.c.cell_id == cell_id).values(mlflow_run_id=run_id))
+
+    def finish(self, cell_id: str, worker: str, record: dict[str, Any], state: str = FINALIZED) -> bool:
+        """Store ``record`` and close the cell, only if ``worker`` still holds the claim. Returns whether it did."""
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == worker, CELLS.c.state == CLAIMED)
+            .values(
+                state=state, record_json=json.dumps(record), finalized_by=worker, lease_until=None,
+                finalize_count=CELLS.c.finalize_count + 1,
+            )  # fmt: skip
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def adopt(self, cell_id: str, record: dict[str, Any]) -> None:
+        """Mark a cell finalized from a record found on disk (a results folder made before the queue)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                CELLS.update()
+                .where(CELLS.c.cell_id == cell_id, CELLS.c.state != FINALIZED)
+                .values(state=FINALIZED, record_json=json.dumps(record), finalized_by="disk")
+            )
+
+    @contextmanager
+    def holding(self, cell_id: str, worker: str) -> Iterator[threading.Event]:
+        """Renew the lease on ``cell_id`` in the background while the block runs; the event is set if lost."""
+        lost, stop = threading.Event(), threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.lease_seconds / 4):
+                if not self.renew(cell_id, worker):
+                    lost.set()
+                    return
+
+        thread = threading.Thread(target=beat, name=f"lease-{cell_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
