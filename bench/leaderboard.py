@@ -30,7 +30,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "cell_id": rec["id"],
-                "method": cell["method"],
+                "method": cell["method"] + (" +distill" if cell.get("distillation") else ""),
                 "task": cell["task"]["name"],
                 "target_sparsity": cell["sparsity"],
                 "seed": cell["seed"],

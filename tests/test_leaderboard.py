@@ -23,6 +23,14 @@ RECORDS = [
     record("l0", "mnli", 0.9, 0, 60.0, 0.9, reached=0.85),
     record("magnitude", "mnli", 0.9, 0, 1.0, 0.9, status="failed"),
 ]
+DISTILLED = record("movement", "mnli", 0.9, 0, 75.0, 0.9)
+DISTILLED["cell"]["distillation"] = {"temperature": 2.0, "teacher": "x"}
+
+
+def test_distilled_cells_get_their_own_row():
+    board = table(collect([*RECORDS, DISTILLED]))
+    assert list(board.index) == ["dense", "l0", "movement", "movement +distill"]
+    assert board.loc["movement +distill"].iloc[0].startswith("75.00 (n=1")
 
 
 def test_table_puts_dense_on_top_with_mean_std_and_measured_sparsity():
