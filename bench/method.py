@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.masking import Mask, attach, bake, original_weight
+from bench.masking import Mask, attach, bake, global_topk_masks, original_weight
 from bench.prunable import PrunableWeight, prunable_weights
 from bench.schedule import cubic_schedule
 
@@ -130,6 +130,12 @@ class PruningMethod(ABC):
         return {}
 
     # ---- helpers for subclasses --------------------------------------------------------------------------
+    def project_globally(self, scores: Mapping[str, Tensor], floor: float | None = None) -> None:
+        """Set every hard mask to the global top-k of ``scores`` (``{layer name: scores}``) at the target sparsity,
+        each matrix first keeping its top ``floor`` fraction when given (:func:`bench.masking.global_topk_masks`)."""
+        for name, keep in global_topk_masks(scores, self.sparsity, floor).items():
+            self.masks[name].mask.copy_(keep)
+
     def weight(self, name: str) -> Tensor:
         """The unmasked weight (out, in) of prunable layer ``name``; a leaf parameter that the optimizer updates."""
         return original_weight(self.weights[name].module)

@@ -11,7 +11,7 @@ import optuna
 import torch
 from torch import Tensor, nn
 
-from bench.masking import Mask, global_topk_masks
+from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 
@@ -167,9 +167,7 @@ class AdaptingByPruning(PruningMethod):
 
     @torch.no_grad()
     def _project(self) -> None:
-        logits = {name: mask.logits for name, mask in self.masks.items()}
-        for name, keep in global_topk_masks(logits, self.sparsity).items():
-            self.masks[name].mask.copy_(keep)
+        self.project_globally({name: mask.logits for name, mask in self.masks.items()})
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import optuna
 import torch
 from torch import Tensor
 
-from bench.masking import Mask, global_topk_masks
+from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 
@@ -113,8 +113,7 @@ class L0(PruningMethod):
         with torch.no_grad():
             closed = sum(int((eval_gate(s) == 0).sum()) for s in scores.values())
         total = sum(s.numel() for s in scores.values())
-        for name, keep in global_topk_masks(scores, self.sparsity).items():
-            self.masks[name].mask.copy_(keep)
+        self.project_globally(scores)
         return {"sparsity_before_projection": closed / total}
 
     @classmethod

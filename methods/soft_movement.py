@@ -10,7 +10,7 @@ import optuna
 import torch
 from torch import Tensor
 
-from bench.masking import StraightThroughMask, global_topk_masks, keep_top, min_kept
+from bench.masking import StraightThroughMask, keep_top, min_kept
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 from bench.schedule import cubic_schedule
@@ -122,8 +122,7 @@ class SoftMovement(PruningMethod):
         final = self.hparams["final_threshold"]
         pruned = sum(int((~threshold_mask(s, final)).sum()) for s in scores.values())
         total = sum(s.numel() for s in scores.values())
-        for name, keep in global_topk_masks(scores, self.sparsity, floor=MIN_KEEP).items():
-            self.masks[name].mask.copy_(keep)
+        self.project_globally(scores, floor=MIN_KEEP)
         return {"sparsity_before_projection": pruned / total}
 
     @classmethod
