@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import registry
-from bench.cell import Budget, Cell
+from bench.cell import Cell
 from bench.distillation import Distillation
 from bench.errors import BenchError
 from bench.presets import get_preset, task_settings
@@ -120,4 +120,4 @@ def make_task(matrix: Matrix, task_name: str) -> Task:
     return registry.tasks.get(task_name)(train_split=train_split, eval_split=eval_split)
 
 
-__all__ = ["Budget", "Matrix", "expand", "make_task", "matrix_id"]
+__all__ = ["Matrix", "expand", "make_task", "matrix_id"]

@@ -23,7 +23,7 @@ from bench import records, registry
 from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
-from bench.queue import CLAIMED, FAILED, FINALIZED, CellQueue, QueuedCell, worker_name
+from bench.queue import FAILED, FINALIZED, CellQueue, QueuedCell, worker_name
 
 Log = Any  # a callable taking one line
 
@@ -278,4 +278,4 @@ def tracked_metrics(record: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-__all__ = ["CLAIMED", "Matrix", "Worker", "expand", "run_matrix"]
+__all__ = ["Matrix", "Worker", "expand", "run_matrix"]
