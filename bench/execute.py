@@ -52,26 +52,29 @@ def load_tokenizer(model_id: str):
 
 
 def task_of(cell: Cell) -> Task:
-    spec = cell.task
+    return _task(json.dumps(cell.task, sort_keys=True))
+
+
+@lru_cache(maxsize=16)
+def _task(task_key: str) -> Task:
+    spec = json.loads(task_key)
     return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
 
 
 @lru_cache(maxsize=16)
-def _examples(task_key: str, data: str, seed: int, part: str):
-    """Raw examples: FINAL → (train, eval); TUNING → (train minus dev, dev) carved with ``seed``."""
-    spec = json.loads(task_key)
-    task = registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+def _examples(task_key: str, data: str, seed: int):
+    """Raw (train, eval) examples: FINAL → (train, eval splits); TUNING → (train minus dev, dev), carved with
+    ``seed``."""
+    task = _task(task_key)
     if data == FINAL:
-        return task.train_examples() if part == "train" else task.eval_examples()
-    train, dev = task.tuning_splits(seed)
-    return train if part == "train" else dev
+        return task.train_examples(), task.eval_examples()
+    return task.tuning_splits(seed)
 
 
 @lru_cache(maxsize=16)
 def _train_features(task_key: str, data: str, seed: int, model_id: str, feats: Featurization):
-    spec = json.loads(task_key)
-    task = registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
-    return task.featurize(_examples(task_key, data, seed, "train"), load_tokenizer(model_id), feats, train=True)
+    train = _examples(task_key, data, seed)[0]
+    return _task(task_key).featurize(train, load_tokenizer(model_id), feats, train=True)
 
 
 def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
@@ -88,11 +91,11 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
 
     set_seed(cell.seed)
     task_key = json.dumps(cell.task, sort_keys=True)
-    task = task_of(cell)
+    task = _task(task_key)
     feats = Featurization(cell.budget.max_length, cell.budget.doc_stride)
     tokenizer = load_tokenizer(cell.model)
     train_features = _train_features(task_key, run.data, cell.seed, cell.model, feats)
-    eval_examples = _examples(task_key, run.data, cell.seed, "eval")
+    eval_examples = _examples(task_key, run.data, cell.seed)[1]
 
     model = task.build_model(cell.model)
     method = registry.methods.get(cell.method)(cell.sparsity, **cell.method_hparams)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,6 @@ class Tracker:
     ) -> None:
         """Final metrics (step 0) and a per-step history (``[{"step": 10, "loss": 1.1}, ...]``, logged as
         ``prefix/name``) in batches."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
