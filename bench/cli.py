@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
     board.add_argument("output", type=Path)
     board.set_defaults(func=cmd_leaderboard)
+
+    from bench.regress import add_parser as add_regress
+
+    add_regress(sub)
     return parser
 
 

@@ -133,6 +133,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "train_examples_per_s": train_output.metrics.get("train_samples_per_second"),
         "train_steps": train_output.global_step,
+        "train_loss": train_output.training_loss,
         "train_features": len(train_features),
         "history": [h for h in trainer.state.log_history if "loss" in h],
     }

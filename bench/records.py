@@ -10,6 +10,7 @@ from typing import Any
 
 FINISHED = "finished"
 FAILED = "failed"
+DIVERGED = "diverged"  # the training loss became NaN or infinite; no metric is recorded
 
 
 def cells_dir(output: Path) -> Path:

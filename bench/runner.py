@@ -34,9 +34,11 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     Cells finished in ``matrix.output`` (from this or an earlier run) are not run again; failed cells only with
     ``retry_failed``.
     """
+    from bench import preflight
     from bench.tracking import default_tracking_uri
 
     cells = expand(matrix)
+    preflight.check(matrix, cells)  # bad input fails here, before anything is written
     records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)

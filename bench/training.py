@@ -128,7 +128,8 @@ def freeze_pretrained(model: torch.nn.Module) -> None:
 
 
 def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any) -> TrainingArguments:
-    """TrainingArguments for a cell: seeded data order, no checkpoints, no integrations, CPU when no GPU."""
+    """TrainingArguments for a cell: seeded data order, deterministic algorithms (``full_determinism``), no
+    checkpoints, no integrations, CPU when no GPU."""
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=budget.epochs,
@@ -140,6 +141,7 @@ def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any
         lr_scheduler_type="linear",
         seed=seed,
         data_seed=seed,
+        full_determinism=True,
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="steps",
