@@ -87,7 +87,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     from transformers import DataCollatorWithPadding, set_seed
 
     from bench.sparsity import measure_sparsity
-    from bench.training import DevReporter, PruningTrainer, freeze_pretrained, training_arguments
+    from bench.training import DevReporter, PruningTrainer, check_finite, freeze_pretrained, training_arguments
 
     set_seed(cell.seed)
     task_key = json.dumps(cell.task, sort_keys=True)
@@ -119,6 +119,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
     method_info = method.finalize(model)
+    check_finite(model, train_output.global_step)
     sparsity = measure_sparsity(model)
     metrics = task.evaluate(trainer, eval_examples, tokenizer, feats)
     if run.save_to is not None:

@@ -124,7 +124,7 @@ def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "task": cell["task"]["name"],
                 "sparsity": cell["sparsity"],
                 "seed": cell["seed"],
-                "status": rec["status"],
+                "status": _status(rec),
                 "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
                 "trials": search.get("n_trials", 0),
                 "best params": _params(search.get("best_params")),
@@ -133,6 +133,12 @@ def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _status(rec: dict[str, Any]) -> str:
+    if rec["status"] == records.DIVERGED:
+        return f"diverged at step {rec.get('diverged_step')}"
+    return rec["status"]
 
 
 def _params(params: dict[str, Any] | None) -> str:

@@ -4,12 +4,14 @@ It lives in the same database as the Optuna studies (any SQLAlchemy URL Optuna a
 by default, PostgreSQL for many machines), in one table ``bench_cells``. A worker *claims* a cell with one
 atomic conditional UPDATE and holds it by renewing a lease; a worker that dies lets its lease expire and another
 takes the cell over. Only the lease holder can *finalize* a cell (another atomic UPDATE), so no cell is ever
-finalized twice.
+finalized twice. A worker's name carries its host and process id, so a process on the same host can see that a
+holder was killed (``kill -9``) and take its cell at once instead of waiting for the lease to expire.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -21,7 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-PENDING, CLAIMED, FINALIZED, FAILED = "pending", "claimed", "finalized", "failed"
+from bench.dblock import schema_lock
+
+PENDING, CLAIMED, FINALIZED, FAILED, DIVERGED = "pending", "claimed", "finalized", "failed", "diverged"
+TERMINAL = (FINALIZED, FAILED, DIVERGED)
 
 _metadata = sa.MetaData()
 CELLS = sa.Table(
@@ -43,7 +48,25 @@ CELLS = sa.Table(
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+    """``host:pid:random``: unique per process, and enough to tell whether a same-host holder still lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_dead(worker: str | None) -> bool:
+    """True when ``worker`` (a :func:`worker_name`) ran on this host and its process no longer exists.
+
+    Holders on other hosts, and names without a process id, are never declared dead here: their leases expire.
+    """
+    parts = (worker or "").split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,7 @@ class QueuedCell:
     options: dict[str, Any]
     state: str
     mlflow_run_id: str | None
+    worker: str | None = None
 
 
 class CellQueue:
@@ -68,11 +92,24 @@ class CellQueue:
         self.url = url
         self.lease_seconds = lease_seconds
         self.engine = sa.create_engine(url, **_engine_kwargs(url))
-        _metadata.create_all(self.engine)
+        with schema_lock(url):
+            _metadata.create_all(self.engine)
 
     # ---- matrix ------------------------------------------------------------------------------------
     def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]]) -> None:
-        """Insert cells (``{"id", "cell", "options"}``) that are not there yet; existing rows are left alone."""
+        """Insert cells (``{"id", "cell", "options"}``) that are not there yet; existing rows are left alone.
+
+        Two processes adding the same matrix at once is fine: the one that loses the race reads again.
+        """
+        for attempt in range(5):
+            try:
+                return self._insert_new(matrix_id, cells)
+            except sa.exc.IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _insert_new(self, matrix_id: str, cells: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
             known = {row[0] for row in conn.execute(sa.select(CELLS.c.cell_id))}
             rows = [
@@ -91,7 +128,7 @@ class CellQueue:
             return [
                 QueuedCell(
                     r.cell_id, r.matrix_id, json.loads(r.cell_json), json.loads(r.options_json), r.state,
-                    r.mlflow_run_id,
+                    r.mlflow_run_id, r.worker,
                 )  # fmt: skip
                 for r in conn.execute(query)
             ]
@@ -121,6 +158,28 @@ class CellQueue:
         )
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount == 1
+
+    def release_dead(self, cell_id: str, holder: str) -> bool:
+        """End the lease of ``holder`` on ``cell_id`` when :func:`holder_is_dead`; returns whether it did."""
+        if not holder_is_dead(holder):
+            return False
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == holder, CELLS.c.state == CLAIMED)
+            .values(lease_until=None)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def release(self, cell_id: str, worker: str) -> None:
+        """Give a claim back (the worker is stopping): the cell is pending again for anyone."""
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == worker, CELLS.c.state == CLAIMED)
+            .values(state=PENDING, lease_until=None)
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)
 
     def reopen_failed(self, matrix_id: str | None = None) -> int:
         """Put failed cells back to pending (``--retry-failed``); returns how many."""

@@ -5,16 +5,24 @@ database as the Optuna studies) and then works on them itself; ``bench worker`` 
 any number of other processes or machines. Working on a cell: claim it, run its HP search if it has one
 (:mod:`bench.search`), retrain the best settings on the full train split, finalize, measure, evaluate
 (:mod:`bench.execute`), then store the record in the queue and, atomically, in ``OUTPUT/cells/<id>.json``, and
-close its MLflow run. A cell that raises is recorded as ``failed`` and the matrix goes on.
+close its MLflow run. A cell that raises is recorded as ``failed`` (with its traceback) and the matrix goes on;
+a cell whose loss becomes NaN or infinite is recorded as ``diverged``, with the step and no metric.
+
+Faults: records are written atomically, so a killed process never leaves a half-written one; a cell whose worker
+was killed is taken over (at once on the same host, after its lease elsewhere) and restarts from scratch, and the
+killed attempt's MLflow runs are marked FAILED. SIGTERM and Ctrl-C give the claim back and mark the run KILLED.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +31,7 @@ from bench import records, registry
 from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
-from bench.queue import FAILED, FINALIZED, CellQueue, QueuedCell, worker_name
+from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
 
 Log = Any  # a callable taking one line
 
@@ -46,6 +54,9 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
                            for c in cells])  # fmt: skip
     adopt_finished(queue, matrix.output, cells)
+    done = [r for r in queue.cells(mid) if r.state in TERMINAL]
+    if done:
+        log(f"{len(done)} of {len(cells)} cells finished already (skipped; failed ones rerun with --retry-failed)")
     tracking = matrix.tracking_uri or default_tracking_uri(matrix.output)
     worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
     worker.work(mid)
@@ -118,7 +129,14 @@ class Worker:
         records.cells_dir(self.output).mkdir(parents=True, exist_ok=True)
 
     def work(self, mid: str | None = None) -> None:
-        """Work until no cell of matrix ``mid`` (all matrices when None) is open."""
+        """Work until no cell of matrix ``mid`` (all matrices when None) is open.
+
+        SIGTERM is turned into ``SystemExit`` while working, so a terminated worker gives its claim back.
+        """
+        with terminate_as_exit():
+            self._work(mid)
+
+    def _work(self, mid: str | None) -> None:
         if self.retry_failed:
             self.queue.reopen_failed(mid)
         while True:
@@ -126,6 +144,7 @@ class Worker:
             open_rows = [r for r in rows if self.is_open(r)]
             if not open_rows:
                 return
+            self.release_dead_holders(open_rows)
             claimable = (r for r in open_rows if self.ready(r, rows))
             claimed = next((r for r in claimable if self.queue.claim(r.cell_id, self.name)), None)
             if claimed is None:
@@ -133,14 +152,20 @@ class Worker:
                 continue
             self.process(claimed, rows)
 
+    def release_dead_holders(self, rows: list[QueuedCell]) -> None:
+        """End the claims of same-host workers that were killed, so their cells restart now, not after the lease."""
+        for row in rows:
+            if row.state == CLAIMED and row.worker != self.name and self.queue.release_dead(row.cell_id, row.worker):
+                self.log(f"{Cell.from_dict(row.cell).label()}: its worker {row.worker} is dead; taking the cell over")
+
     @staticmethod
     def is_open(row: QueuedCell) -> bool:
-        return row.state not in (FINALIZED, FAILED)
+        return row.state not in TERMINAL
 
     def ready(self, row: QueuedCell, rows: list[QueuedCell]) -> bool:
-        """A distilled cell waits for its teacher to be finalized."""
+        """A distilled cell waits for its teacher to be done (a failed teacher makes it fail at once)."""
         teacher = (row.cell.get("distillation") or {}).get("teacher")
-        return teacher is None or any(r.cell_id == teacher and r.state == FINALIZED for r in rows)
+        return teacher is None or any(r.cell_id == teacher and r.state in TERMINAL for r in rows)
 
     def process(self, row: QueuedCell, rows: list[QueuedCell]) -> None:
         cell = Cell.from_dict(row.cell)
@@ -149,11 +174,17 @@ class Worker:
         index = next(i for i, r in enumerate(rows, start=1) if r.cell_id == row.cell_id)
         self.log(progress_line(index, len(rows), cell, self.durations))
         started = time.perf_counter()
-        run_id = row.mlflow_run_id if self.tracker.has_run(row.mlflow_run_id) else self.start_run(cell)
-        with self.queue.holding(cell.id, self.name) as lost:
-            record = self.execute(cell, row.options, run_id)
+        self.tracker.fail_running(cell.id, f"attempt killed; the cell was restarted by {self.name}")
+        run_id = self.start_run(cell)
+        try:
+            with self.queue.holding(cell.id, self.name) as lost:
+                record = self.execute(cell, row.options, run_id)
+        except BaseException:  # Ctrl-C, SIGTERM: give the cell back, close its run, stop
+            self.queue.release(cell.id, self.name)
+            self.tracker.end(run_id, "KILLED", {"error": "interrupted (SIGINT/SIGTERM); the cell will restart"})
+            raise
         self.durations.append(time.perf_counter() - started)
-        state = FINALIZED if record["status"] == records.FINISHED else FAILED
+        state = {records.FINISHED: FINALIZED, records.DIVERGED: DIVERGED}.get(record["status"], FAILED)
         if lost.is_set() or not self.queue.finish(cell.id, self.name, record, state):
             self.log(f"[cell {index}/{len(rows)}] {cell.label()}: claim lost to another worker, result discarded")
             return
@@ -174,10 +205,18 @@ class Worker:
             tags = {"best_trial": str(best)} if best is not None else {}
             self.tracker.end(run_id, "FINISHED", tags)
         else:
-            self.tracker.end(run_id, "FAILED", {"error": record["error"]})
+            tags = {"error": record["error"], "status": record["status"]}
+            if record.get("traceback"):
+                tags["traceback"] = record["traceback"][-5000:]
+            if record.get("diverged_step") is not None:
+                tags["diverged_step"] = str(record["diverged_step"])
+            self.tracker.end(run_id, "FAILED", tags)
 
     def execute(self, cell: Cell, options: dict[str, Any], run_id: str) -> dict[str, Any]:
-        """Search (when the cell has one), then the final run; a failure becomes a failed record."""
+        """Search (when the cell has one), then the final run; a failure becomes a failed record, a NaN/inf loss
+        a diverged one (with the step, and no metrics)."""
+        from bench.training import DivergenceError
+
         base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id,
                 "worker": self.name}  # fmt: skip
         started = time.perf_counter()
@@ -188,6 +227,9 @@ class Worker:
             save = model_dir(self.output, cell.id) if options.get("save_model") else None
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
                 result = train_and_evaluate(final, Run(FINAL, Path(workdir), save, teacher))
+        except DivergenceError as err:
+            return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
+                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
         except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
             print(traceback.format_exc(), file=sys.stderr)
             return {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc(),
@@ -238,6 +280,24 @@ class Worker:
                 return train_and_evaluate(trial_cell, run)["metrics"][primary]
 
         return objective
+
+
+@contextmanager
+def terminate_as_exit():
+    """While the block runs (in the main thread), SIGTERM raises ``SystemExit(143)`` like Ctrl-C raises
+    KeyboardInterrupt, so ``finally`` blocks and claim releases run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def apply_params(cell: Cell, params: dict[str, Any]) -> Cell:

@@ -140,13 +140,16 @@ def make_storage(url: str, heartbeat_seconds: int = 30):
 
     logging.getLogger("optuna").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
-        heartbeat_interval=heartbeat_seconds,
-        grace_period=heartbeat_seconds * 3,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-    )
+    from bench.dblock import schema_lock
+
+    with schema_lock(url):
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
+            heartbeat_interval=heartbeat_seconds,
+            grace_period=heartbeat_seconds * 3,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
 
 
 def finished_trials(study: Any) -> list[Any]:

@@ -43,10 +43,13 @@ class Tracker:
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
+        from bench.dblock import schema_lock
+
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        with schema_lock(uri):  # two processes creating one SQLite store race in MLflow's migrations
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
 
     def start(
         self, cell_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None
@@ -90,6 +93,18 @@ class Tracker:
         except MlflowException:
             return False
         return True
+
+    def fail_running(self, cell_id: str, reason: str) -> list[str]:
+        """Mark every RUNNING run of ``cell_id`` (the cell's run and its trials' runs) FAILED, tagged ``error``.
+
+        Called by the worker that has just claimed the cell: any run still RUNNING belongs to an attempt that was
+        killed, so it must not stay "running" forever. Returns the run ids it closed.
+        """
+        query = f"tags.cell_id = '{cell_id}' and attributes.status = 'RUNNING'"
+        stale = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000)
+        for run in stale:
+            self.end(run.info.run_id, "FAILED", {"error": reason})
+        return [run.info.run_id for run in stale]
 
     def end(self, run_id: str, status: str = "FINISHED", tags: dict[str, str] | None = None) -> None:
         """Close the run with ``status`` (FINISHED, FAILED or KILLED)."""

@@ -62,7 +62,16 @@ class DevReporter(TrainerCallback):
 
 
 class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss (or, after finalizing, a weight) became NaN or infinite.
+
+    Attributes:
+        step: the optimizer step (1-based) whose loss was not finite; for a non-finite finalized weight, the
+            number of steps trained.
+    """
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class PruningTrainer(Trainer):
@@ -110,7 +119,8 @@ class PruningTrainer(Trainer):
             if regularization is not None:
                 loss = loss + regularization
             if not torch.isfinite(loss.detach()):
-                raise DivergenceError(f"loss is {loss.item()} at step {self.state.global_step}")
+                step = self.state.global_step + 1
+                raise DivergenceError(f"training loss is {loss.item()} at step {step}", step)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -157,3 +167,14 @@ def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any
 def total_steps(n_train_features: int, budget: Budget) -> int:
     """Optimizer steps of a run: ceil(features / batch) × epochs."""
     return max(1, math.ceil(math.ceil(n_train_features / budget.batch_size) * budget.epochs))
+
+
+def check_finite(model: torch.nn.Module, steps: int) -> None:
+    """Raise :class:`DivergenceError` when any parameter of ``model`` holds a NaN or an infinity.
+
+    Run on the finalized model before evaluating, so that no metric is ever recorded from a diverged model
+    (a method's after-step hook can break the weights after the last loss was computed).
+    """
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param.detach()).all():
+            raise DivergenceError(f"parameter {name} is not finite after {steps} steps", steps)
