@@ -149,7 +149,8 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
     """Matrix fields from the ``--config`` file with command-line flags on top.
 
     Raises:
-        BenchError: malformed config, unknown config keys, non-numeric sparsities or seeds, missing fields.
+        BenchError: malformed config, unknown config keys, a config value of the wrong type or range (naming the
+            key and its line), a bad flag value (naming the flag), missing fields.
     """
     from bench.config import load_config, parse_list
 
@@ -163,7 +164,7 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["seeds"] = parse_list(args.seeds, int, "seeds")
     for key in ("model", "preset", "output", "tracking_uri", "trials", "timeout", "storage", "lease_seconds"):
         if getattr(args, key) is not None:
-            fields[key] = getattr(args, key)
+            fields[key] = _flag(key, getattr(args, key))
     for key in ("save_models", "distill"):
         if getattr(args, key):
             fields[key] = True
@@ -173,8 +174,10 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_length": args.max_length,
         "learning_rate": args.learning_rate,
     }
-    fields["budget"] = {**fields.get("budget", {}), **{k: v for k, v in budget.items() if v is not None}}
-    splits = {k: v for k, v in (("train_split", args.train_split), ("eval_split", args.eval_split)) if v}
+    budget = {k: _flag(k, v, ("budget", k)) for k, v in budget.items() if v is not None}
+    fields["budget"] = {**fields.get("budget", {}), **budget}
+    splits = {k: _flag(k, v, ("splits", "*", k)) for k, v in (("train_split", args.train_split),
+                                                            ("eval_split", args.eval_split)) if v}  # fmt: skip
     if splits:
         fields.setdefault("splits", {}).setdefault("*", {}).update(splits)
     for key in ("methods", "tasks", "sparsities"):
@@ -183,6 +186,25 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields.setdefault("preset", "quick")
     fields.setdefault("output", Path("results") / fields["preset"])
     return fields
+
+
+def _flag(key: str, value: Any, where: tuple | None = None) -> Any:
+    """A flag's value checked like the config field it sets; a bad one is named by its flag.
+
+    Raises:
+        BenchError: ``--flag-name: problem``.
+    """
+    from bench.config import FieldError, check_budget_value, check_field
+
+    try:
+        if where and where[0] == "budget":
+            return check_budget_value(key, value)
+        if where and where[0] == "splits":
+            check_field("splits", {"*": {key: value}})
+            return value
+        return check_field(key, value)
+    except FieldError as err:
+        raise BenchError(f"--{key.replace('_', '-')}: {err.problem}") from None
 
 
 if __name__ == "__main__":

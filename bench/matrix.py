@@ -28,9 +28,11 @@ class Matrix:
     ``trials`` None takes the preset's number of HP-search trials per cell (0 turns the search off);
     ``search_space`` narrows (``{low, high, log}``) or fixes (a value) any shared or method knob.
 
+    Every field is checked by :func:`bench.config.check_field` (the same checks as a config file's values).
+
     Raises:
         BenchError: a sparsity outside [0, 1) or not a number, duplicate sparsities/seeds/methods/tasks,
-            unknown method or task names, a negative trial count.
+            unknown method, task or preset names, a negative trial count, any value of the wrong type or range.
     """
 
     methods: list[str]
@@ -54,18 +56,18 @@ class Matrix:
     lease_seconds: float = 120.0
 
     def __post_init__(self) -> None:
-        self.output = Path(self.output)
-        for s in self.sparsities:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
-                raise BenchError(f"sparsity must be a number in [0, 1), got {s!r}")
-        if len(set(self.sparsities)) != len(self.sparsities):
-            raise BenchError(f"duplicate sparsities in the matrix: {self.sparsities}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise BenchError(f"duplicate seeds in the matrix: {self.seeds}")
-        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 0):
-            raise BenchError(f"trials must be an integer >= 0, got {self.trials!r}")
-        self.methods = registry.methods.resolve(self.methods)
-        self.tasks = registry.tasks.resolve(self.tasks)
+        from dataclasses import MISSING, fields
+
+        from bench.config import check_field
+
+        for f in fields(self):
+            value = check_field(f.name, getattr(self, f.name))
+            if value is None and f.default_factory is not MISSING:
+                value = f.default_factory()
+            elif value is None and f.default is not MISSING:
+                value = f.default
+            setattr(self, f.name, value)
+        check_search_ranges(get_preset(self.preset)["search"]["space"], self.search_space)
 
     @property
     def storage_url(self) -> str:
@@ -106,6 +108,24 @@ def expand(matrix: Matrix) -> list[Cell]:
             for sparsity in matrix.sparsities if method_cls.prunes else [0.0]:
                 cells.append(cell(method_name, sparsity, distillation))
     return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
+
+
+def check_search_ranges(shared: dict[str, Any], narrowing: dict[str, Any]) -> None:
+    """A narrowed shared knob (a partial ``{low, high}`` merged with the preset's range) still has low <= high.
+
+    Raises:
+        BenchError: the merged range is empty, or a log range reaches 0.
+    """
+    for name, spec in narrowing.items():
+        if name in shared and isinstance(spec, dict):
+            merged = {**shared[name], **spec}
+            if merged["low"] > merged["high"]:
+                raise BenchError(
+                    f"search_space.{name}: low {merged['low']!r} exceeds high {merged['high']!r} "
+                    f"(the preset's range is {shared[name]['low']!r} to {shared[name]['high']!r})"
+                )
+            if merged.get("log") and merged["low"] <= 0:
+                raise BenchError(f"search_space.{name}: a log range needs low > 0, got {merged['low']!r}")
 
 
 def matrix_id(cells: list[Cell]) -> str:

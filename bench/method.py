@@ -48,7 +48,8 @@ class PruningMethod(ABC):
         **hparams: overrides of :attr:`defaults`.
 
     Raises:
-        BenchError: sparsity outside [0, 1), or a hyperparameter name not in :attr:`defaults`.
+        BenchError: sparsity outside [0, 1), a hyperparameter name not in :attr:`defaults`, or a value whose type
+            does not fit its default (:func:`hparam_problem`: ints are fine where a float is the default).
     """
 
     name: ClassVar[str]
@@ -58,7 +59,7 @@ class PruningMethod(ABC):
     prunes: ClassVar[bool] = True
 
     def __init__(self, sparsity: float, **hparams: Any):
-        if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
             raise BenchError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
@@ -66,6 +67,13 @@ class PruningMethod(ABC):
                 f"unknown hyperparameter(s) {', '.join(unknown)} for method {self.name!r}; "
                 f"valid: {', '.join(sorted(self.defaults)) or '(none)'}"
             )
+        for key, value in hparams.items():
+            problem = hparam_problem(self.defaults[key], value)
+            if problem:
+                raise BenchError(
+                    f"hyperparameter {key!r} of method {self.name!r} must be {problem} "
+                    f"(its default is {self.defaults[key]!r}), got {value!r} ({type(value).__name__})"
+                )
         self.sparsity = float(sparsity)
         self.hparams: dict[str, Any] = {**self.defaults, **hparams}
         self.masks: dict[str, Mask] = {}
@@ -156,3 +164,26 @@ class PruningMethod(ABC):
             warmup_frac=self.hparams.get("warmup_frac", 0.1),
             cooldown_frac=self.hparams.get("cooldown_frac", 0.2),
         )
+
+
+def hparam_problem(default: Any, value: Any) -> str | None:
+    """What ``value`` should be, as a phrase, when its type does not fit the hyperparameter's ``default``; else None.
+
+    A bool default takes a bool; an int default an int; a float default any finite int or float; a str default a
+    str. Booleans are never numbers. Other defaults (None, lists ...) take anything.
+    """
+    import math
+    import numbers
+
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(default, numbers.Integral):
+        expected, ok = "an integer", number and isinstance(value, numbers.Integral)
+    elif isinstance(default, numbers.Real):
+        expected, ok = "a finite number", number and math.isfinite(value)
+    elif isinstance(default, str):
+        expected, ok = "a string", isinstance(value, str)
+    else:
+        return None
+    return None if ok else expected

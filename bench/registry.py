@@ -82,7 +82,9 @@ class Registry:
         Raises:
             BenchError: an unknown or duplicated name.
         """
-        names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n) for n in spec]
+        if not isinstance(spec, (str, list, tuple)):
+            raise BenchError(f"expected a comma list or a list of {self.kind} names, got {spec!r}")
+        names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else [str(n).strip() for n in spec]
         names = [n for n in names if n]
         if names == ["all"]:
             return self.names()
@@ -96,10 +98,16 @@ class Registry:
         return names
 
 
-def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid) or '(none registered)'}"
+def unknown_name_message(kind: str, name: str, valid: list[str], plural: str | None = None) -> str:
+    """``unknown KIND 'name'. Did you mean 'close'? Valid KINDs: ...`` (the hint only when a name is close)."""
+    hint = did_you_mean(name, valid)
+    return f"unknown {kind} {name!r}.{hint} Valid {plural or kind + 's'}: {', '.join(valid) or '(none registered)'}"
+
+
+def did_you_mean(name: Any, valid: list[str]) -> str:
+    """`` Did you mean 'x' or 'y'?`` for the names of ``valid`` close to ``name``; empty when none is close."""
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 methods = Registry("bench.methods", "method")
