@@ -90,7 +90,15 @@ def architecture_of(model: nn.Module) -> Architecture:
     Raises:
         BenchError: the architecture is not in the table; the message lists the supported ones.
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return architecture_for(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def architecture_for(model_type: str | None) -> Architecture:
+    """The table entry for ``model_type`` (a transformers ``config.model_type``).
+
+    Raises:
+        BenchError: the architecture is not in the table; the message lists the supported ones.
+    """
     if model_type not in ARCHITECTURES:
         raise BenchError(
             f"unsupported architecture {model_type!r}: prunable weights are known for "

@@ -38,11 +38,74 @@ def write_record(output: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+REQUIRED_KEYS = ("id", "status", "cell")
+CELL_KEYS = {"model": str, "method": str, "task": dict, "budget": dict, "sparsity": (int, float), "seed": int}
+
+
+def load_record_file(path: Path) -> dict[str, Any]:
+    """The record in ``path``, checked for the keys every reader relies on.
+
+    Raises:
+        BenchError: unreadable file, bad JSON, not a JSON object, a missing or mistyped key (``id``, ``status``,
+            ``cell`` with its ``model``, ``method``, ``task``, ``budget``, ``sparsity``, ``seed``), or an id that is
+            not the file's name. The message names the file.
+    """
+    from bench.errors import BenchError
+
+    def corrupt(problem: str) -> BenchError:
+        return BenchError(
+            f"corrupt record {path}: {problem}. Move the file away or delete it (its cell then runs again), "
+            "or use a new --output"
+        )
+
+    try:
+        record = json.loads(Path(path).read_text())
+    except UnicodeDecodeError as err:
+        raise corrupt(f"not text ({err.reason})") from err
+    except json.JSONDecodeError as err:
+        raise corrupt(f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from err
+    except OSError as err:
+        raise BenchError(f"cannot read record {path}: {err.strerror or err}") from err
+    if not isinstance(record, dict):
+        raise corrupt(f"expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise corrupt(f"missing key(s) {', '.join(missing)}")
+    if not isinstance(record["id"], str) or not isinstance(record["status"], str):
+        raise corrupt("'id' and 'status' must be strings")
+    if not isinstance(record["cell"], dict):
+        raise corrupt(f"'cell' must be an object, got {type(record['cell']).__name__}")
+    for key, kind in CELL_KEYS.items():
+        if key not in record["cell"]:
+            raise corrupt(f"'cell' lacks {key!r}")
+        if not isinstance(record["cell"][key], kind) or isinstance(record["cell"][key], bool):
+            raise corrupt(f"'cell.{key}' has the wrong type ({type(record['cell'][key]).__name__})")
+    if "name" not in record["cell"]["task"]:
+        raise corrupt("'cell.task' lacks 'name'")
+    if record["id"] != Path(path).stem:
+        raise corrupt(f"its id {record['id'][:12]}... is not its file name")
+    return record
+
+
+def record_files(output: Path) -> list[Path]:
+    """The record files of ``DIR/cells``, sorted by name; hidden files (a writer's temporary files) are skipped."""
+    return [p for p in sorted(cells_dir(output).glob("*.json")) if not p.name.startswith(".")]
+
+
 def read_record(output: Path, cell_id: str) -> dict[str, Any] | None:
+    """The record of ``cell_id``, or None when there is none.
+
+    Raises:
+        BenchError: the record file is corrupt (see :func:`load_record_file`); the message names it.
+    """
     path = record_path(output, cell_id)
-    return json.loads(path.read_text()) if path.exists() else None
+    return load_record_file(path) if path.exists() else None
 
 
 def read_records(output: Path) -> list[dict[str, Any]]:
-    """Every record in ``DIR/cells``, sorted by file name."""
-    return [json.loads(p.read_text()) for p in sorted(cells_dir(output).glob("*.json"))]
+    """Every record in ``DIR/cells``, sorted by file name (temporary files of a writer are skipped).
+
+    Raises:
+        BenchError: a record file is corrupt (see :func:`load_record_file`); the message names it.
+    """
+    return [load_record_file(p) for p in record_files(output)]

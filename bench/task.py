@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 HEADS = ("sequence-classification", "question-answering")
+# The transformers Auto class behind each head, and the module constant mapping model types to its classes.
+HEAD_CLASSES = {
+    "sequence-classification": (
+        "AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+    ),
+    "question-answering": ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,19 +77,82 @@ class Task(ABC):
         """Raw examples of ``split`` (slicing syntax allowed), from the Hub or the local Hub cache.
 
         Raises:
-            BenchError: the split does not exist; the message lists the available ones.
+            BenchError: the dataset cannot be found, or the split does not exist (the message lists the
+                available ones).
         """
         from datasets import load_dataset
-        from huggingface_hub import snapshot_download
 
-        patterns = [f"{self.dataset_config}/*", "README.md"] if self.dataset_config else None
-        path = snapshot_download(self.dataset_id, repo_type="dataset", allow_patterns=patterns)
+        path = self.dataset_path()
         try:
             return load_dataset(path, self.dataset_config, split=split)
         except ValueError as err:
             if "split" in str(err).lower():
                 raise BenchError(f"task {self.name!r}: bad split {split!r} for {self.dataset_id}: {err}") from err
             raise
+
+    def dataset_path(self) -> str:
+        """The local snapshot of :attr:`dataset_id` (only the files of :attr:`dataset_config`), downloaded unless
+        ``HF_HUB_OFFLINE`` is set.
+
+        Raises:
+            BenchError: the dataset cannot be found (offline: it is not in the Hub cache).
+        """
+        from huggingface_hub import snapshot_download
+
+        patterns = [f"{self.dataset_config}/*", "README.md"] if self.dataset_config else None
+        try:
+            return snapshot_download(self.dataset_id, repo_type="dataset", allow_patterns=patterns)
+        except Exception as err:  # noqa: BLE001 - the hub client raises many kinds; all mean: not available
+            raise BenchError(
+                with_hub_hint(f"task {self.name!r}: cannot get dataset {self.dataset_id!r}: {first_line(err)}")
+            ) from err
+
+    def split_sizes(self) -> dict[str, int] | None:
+        """``{split name: examples}`` of the dataset (config :attr:`dataset_config`), without loading it: from the
+        dataset card's split info, else by preparing the dataset (as training would, into the ``datasets`` cache).
+
+        A task whose data does not come from a Hub dataset returns None (no split check before running).
+
+        Raises:
+            BenchError: the dataset or its config cannot be found.
+        """
+        from datasets import load_dataset_builder
+
+        path = self.dataset_path()
+        try:
+            builder = load_dataset_builder(path, self.dataset_config)
+            if not builder.info.splits:
+                builder.download_and_prepare()
+        except Exception as err:  # noqa: BLE001 - bad config names and unreadable files raise many kinds
+            raise BenchError(
+                f"task {self.name!r}: cannot read dataset {self.dataset_id!r} (config {self.dataset_config!r}): "
+                f"{first_line(err)}"
+            ) from err
+        return {name: info.num_examples for name, info in (builder.info.splits or {}).items()}
+
+    def check_model(self, model_id: str, config: Any) -> None:
+        """Refuse a model that cannot carry this task's head (transformers has no :attr:`head` class for its
+        architecture). Subclasses add their own checks (e.g. the label count of a fine-tuned checkpoint).
+
+        Args:
+            model_id: the model's Hub id or path, for messages.
+            config: its transformers ``PretrainedConfig``.
+
+        Raises:
+            BenchError: the head does not fit the model.
+        """
+        if self.head not in HEAD_CLASSES:
+            return
+        from transformers.models.auto import modeling_auto
+
+        auto_class, mapping = HEAD_CLASSES[self.head]
+        supported = getattr(modeling_auto, mapping, None)
+        model_type = getattr(config, "model_type", None)
+        if supported is not None and model_type not in supported:
+            raise BenchError(
+                f"task {self.name!r} needs a {self.head} head, but transformers' {auto_class} has none for "
+                f"model {model_id!r} (model_type {model_type!r}); use a model of another architecture"
+            )
 
     def train_examples(self) -> datasets.Dataset:
         return self.load_split(self.train_split)
@@ -132,3 +202,65 @@ class Task(ABC):
             "eval_split": self.eval_split,
             "dev_fraction": self.dev_fraction,
         }
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (Hub errors run to several)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def with_hub_hint(message: str) -> str:
+    """``message``, and when ``HF_HUB_OFFLINE`` is set a sentence on where models and datasets must then be."""
+    hint = hub_hint()
+    return f"{message.rstrip('. ')}. {hint}" if hint else message
+
+
+def hub_hint() -> str:
+    """When ``HF_HUB_OFFLINE`` is set, a sentence on where models and datasets must be; else empty."""
+    import os
+
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    if not (flag or constants.HF_HUB_OFFLINE):
+        return ""
+    return (
+        f"HF_HUB_OFFLINE is set, so it must already be in the Hub cache HF_HUB_CACHE={constants.HF_HUB_CACHE}: "
+        "point HF_HUB_CACHE at a cache that holds it, or unset HF_HUB_OFFLINE to download it"
+    )
+
+
+def split_problem(spec: str, sizes: dict[str, int], dataset: str = "the dataset") -> str | None:
+    """What is wrong with split spec ``spec`` (``datasets`` syntax, e.g. ``train[:2000]+validation[:10%]``)
+    against the split sizes ``sizes``, or None: malformed, an unknown split (listing the available ones), a slice
+    bound past the end of its split (naming both numbers), or a slice that selects nothing."""
+    from datasets import ReadInstruction
+
+    from bench.registry import did_you_mean
+
+    try:
+        instruction = ReadInstruction.from_spec(spec)
+    except (ValueError, AssertionError) as err:
+        return f"malformed ({err}); write e.g. 'train', 'train[:2000]' or 'validation[:10%]'"
+    available = ", ".join(sizes) or "(none)"
+    for part in getattr(instruction, "_relative_instructions", []):
+        name = part.splitname
+        if name not in sizes:
+            return f"{dataset} has no split {name!r}.{did_you_mean(name, list(sizes))} Available: {available}"
+        size = sizes[name]
+        if part.unit == "abs":
+            for bound in (part.from_, part.to):
+                if bound is not None and abs(bound) > size:
+                    return (
+                        f"the slice bound {bound} is past the end of split {name!r} of {dataset}, which has "
+                        f"{size} examples; ask for at most {size} (e.g. '{name}[:{size}]', or '{name}')"
+                    )
+    try:
+        parts = instruction.to_absolute(sizes)
+    except (ValueError, KeyError) as err:
+        return f"cannot be applied ({err})"
+    for part in parts:
+        if part.to <= part.from_:
+            return f"the slice selects no examples of split {part.splitname!r} ({sizes[part.splitname]} examples)"
+    return None

@@ -70,6 +70,24 @@ class GlueTask(Task):
 
         return AutoModelForSequenceClassification.from_pretrained(model_id, num_labels=self.num_labels)
 
+    def check_model(self, model_id: str, config: Any) -> None:
+        """Also refuse a checkpoint that already carries a classification head with another label count (its
+        ``architectures`` name a ``...ForSequenceClassification`` class): loading it with :attr:`num_labels`
+        would fail on the head's shape.
+
+        Raises:
+            BenchError: no sequence-classification head for the architecture, or a head of the wrong size.
+        """
+        super().check_model(model_id, config)
+        heads = [a for a in (getattr(config, "architectures", None) or []) if a.endswith("ForSequenceClassification")]
+        labels = getattr(config, "num_labels", None)
+        if heads and labels != self.num_labels:
+            raise BenchError(
+                f"model {model_id!r} is a {heads[0]} checkpoint with a {labels}-label head, but task {self.name!r} "
+                f"has {self.num_labels} labels; use the encoder it was fine-tuned from (or any checkpoint without "
+                f"a classification head), or one fine-tuned for {self.name}"
+            )
+
     def featurize(
         self,
         examples: datasets.Dataset,
