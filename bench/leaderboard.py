@@ -15,8 +15,8 @@ from tabulate import tabulate
 from bench import records
 
 COLUMNS = [
-    "cell_id", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
-    "encoder_sparsity", "sparsity_before_projection", "remaining_params", "total_params", "wall_seconds",
+    "cell_id", "model", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
+    "encoder_sparsity", "sparsity_before_projection", "remaining_params", "total_params", "trials", "wall_seconds",
 ]  # fmt: skip
 
 
@@ -30,6 +30,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "cell_id": rec["id"],
+                "model": cell.get("model"),
                 "method": cell["method"] + (" +distill" if cell.get("distillation") else ""),
                 "task": cell["task"]["name"],
                 "target_sparsity": cell["sparsity"],
@@ -41,6 +42,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "sparsity_before_projection": rec.get("method_info", {}).get("sparsity_before_projection"),
                 "remaining_params": rec["sparsity"]["remaining_params"],
                 "total_params": rec["sparsity"]["total_params"],
+                "trials": (rec.get("search") or {}).get("n_trials", 0),
                 "wall_seconds": rec.get("wall_seconds"),
             }
         )
@@ -58,6 +60,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         encoder_sparsity=("encoder_sparsity", "mean"),
         reached=("sparsity_before_projection", "mean"),
         remaining_params=("remaining_params", "mean"),
+        total_params=("total_params", "mean"),
+        trials=("trials", "mean"),
+        wall_seconds=("wall_seconds", "mean"),
     ).reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out
@@ -66,11 +71,14 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 def table(df: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard: rows are methods (dense first), columns are ``task metric @ sparsity``.
 
-    Dense runs once per task at sparsity 0; its value stands in every sparsity column of its task.
+    Dense runs once per task at sparsity 0; its value stands in every sparsity column of its task. The best
+    pruned method of each column is in bold.
     """
     if df.empty:
         return pd.DataFrame()
-    summary = summarize(df)
+    from bench.formats import long_board
+
+    summary = long_board(summarize(df))
     pruned = summary[summary["method"] != "dense"]
     targets = sorted(set(pruned["target_sparsity"])) or [0.0]
     cells: dict[str, dict[str, str]] = {}
@@ -78,7 +86,7 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
         arrow = "↑" if row.greater_is_better else "↓"
         for target in targets if row.method == "dense" else [row.target_sparsity]:
             column = f"{row.task} {row.metric}{arrow} @ {target:.0%}"
-            cells.setdefault(row.method, {})[column] = format_value(row)
+            cells.setdefault(row.method, {})[column] = f"**{format_value(row)}**" if row.best else format_value(row)
     methods = sorted(cells, key=lambda m: (m != "dense", m))
     columns = sorted({c for v in cells.values() for c in v}, key=_column_order)
     return pd.DataFrame([[cells[m].get(c, "") for c in columns] for m in methods], index=methods, columns=columns)

@@ -30,7 +30,7 @@ DISTILLED["cell"]["distillation"] = {"temperature": 2.0, "teacher": "x"}
 def test_distilled_cells_get_their_own_row():
     board = table(collect([*RECORDS, DISTILLED]))
     assert list(board.index) == ["dense", "l0", "movement", "movement +distill"]
-    assert board.loc["movement +distill"].iloc[0].startswith("75.00 (n=1")
+    assert board.loc["movement +distill"].iloc[0].startswith("**75.00 (n=1")
 
 
 def test_table_puts_dense_on_top_with_mean_std_and_measured_sparsity():
@@ -38,7 +38,7 @@ def test_table_puts_dense_on_top_with_mean_std_and_measured_sparsity():
     assert list(board.index) == ["dense", "l0", "movement"], "failed cells are left out, dense first"
     assert list(board.columns) == ["mnli accuracy↑ @ 90%"]
     assert board.loc["dense"].iloc[0] == "81.00 ± 1.41 (n=2, sp 0.0%, 2.0M)"
-    assert board.loc["movement"].iloc[0] == "71.00 ± 1.41 (n=2, sp 90.0%, 2.0M)"
+    assert board.loc["movement"].iloc[0] == "**71.00 ± 1.41 (n=2, sp 90.0%, 2.0M)**", "the best pruned value is bold"
     assert board.loc["l0"].iloc[0] == "60.00 (n=1, sp 90.0%, reached 85.0%, 2.0M)"
 
 

@@ -1,0 +1,68 @@
+"""The long leaderboard: formats, best marking, direction arrows and filters (pure functions of records)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from bench.errors import BenchError
+from bench.formats import filter_cells, long_board, render_board
+from bench.leaderboard import collect, summarize
+from tests.test_leaderboard import RECORDS, record
+
+LOWER_IS_BETTER = record("movement", "toy", 0.9, 0, 3.0, 0.9)
+LOWER_IS_BETTER["greater_is_better"] = False
+LOWER_IS_BETTER["primary_metric"] = LOWER_IS_BETTER["cell"]["task"]["name"] = "toy"
+LOWER_IS_BETTER["metrics"] = {"toy": 3.0}
+LOWER2 = {**LOWER_IS_BETTER, "id": "other", "metrics": {"toy": 5.0}}
+LOWER2["cell"] = {**LOWER_IS_BETTER["cell"], "method": "l0"}
+
+
+def board(recs=RECORDS, **filters):
+    return long_board(summarize(filter_cells(collect(recs), **filters)))
+
+
+def test_rows_dense_first_then_ranked_with_the_best_pruned_value_marked():
+    b = board()
+    assert list(b["method"]) == ["dense", "movement", "l0"]
+    assert list(b["best"]) == [False, True, False], "dense is the reference, never 'best'"
+    assert b.loc[1, "std"] == pytest.approx(1.41421356) and b.loc[1, "seeds"] == 2
+
+
+def test_best_follows_the_metric_direction():
+    b = board([LOWER_IS_BETTER, LOWER2])
+    assert b.loc[b["best"], "method"].tolist() == ["movement"], "3.0 beats 5.0 when lower is better"
+    assert "toy ↓" in render_board(b, "md")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bold", "marker"),
+    [("md", "**71.00 ± 1.41**", "| task"), ("latex", "\\textbf{71.00 ± 1.41}", "\\begin{tabular}"),
+     ("html", "<b>71.00 ± 1.41</b>", "<table>")],
+)  # fmt: skip
+def test_text_formats_mark_the_best_and_show_every_column(fmt, bold, marker):
+    text = render_board(board(), fmt)
+    assert marker in text and bold in text and text.count(bold) == 1
+    for header in ("value", "n", "encoder sparsity", "params left", "reached", "trials", "wall"):
+        assert header in text
+    assert "accuracy ↑" in text and "85.0%" in text, "arrow, and the sparsity l0 reached before projection"
+
+
+def test_csv_keeps_numbers_and_the_best_flag():
+    frame = pd.read_csv(io.StringIO(render_board(board(), "csv")))
+    assert frame.loc[frame["method"] == "movement", "mean"].item() == 71.0
+    assert frame["best"].tolist() == [False, True, False]
+
+
+def test_filters_keep_dense_and_refuse_values_that_match_nothing():
+    assert list(board(methods=["l0"])["method"]) == ["dense", "l0"]
+    assert list(board(sparsities=[0.9])["method"]) == ["dense", "movement", "l0"]
+    assert board(tasks=["mnli"]).shape[0] == 3
+    with pytest.raises(BenchError, match="no cells for task 'squad'; present: mnli"):
+        board(tasks=["squad"])
+    with pytest.raises(BenchError, match="no cells at sparsity 0.5; present: 0.9"):
+        board(sparsities=[0.5])
+    with pytest.raises(BenchError, match="unknown format 'pdf'; valid: md, csv, latex, html"):
+        render_board(board(), "pdf")
