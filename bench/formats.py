@@ -75,6 +75,28 @@ def long_board(summary: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["signed", "dense_first"]).reset_index(drop=True)
 
 
+def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """``board`` with the published rows of ``matched`` (from :func:`bench.reference.matching`) for the metrics
+    the board shows, each placed after the measured rows of its task and sparsity and marked ``[paper]`` with its
+    source and table. Reference rows carry ``reference=True`` and are never ``best``."""
+    shown = board[["task", "metric", "greater_is_better"]].drop_duplicates()
+    ref = matched.merge(shown, on=["task", "metric"])
+    rows = pd.DataFrame(
+        {
+            "task": ref["task"], "target_sparsity": ref["target_sparsity"], "metric": ref["metric"],
+            "method": "[paper] " + ref["label"] + " (" + ref["source"] + ", " + ref["table"] + ")",
+            "greater_is_better": ref["greater_is_better"], "mean": ref["value"], "std": 0.0, "seeds": 0,
+            "encoder_sparsity": ref["sparsity"], "best": False, "reference": True,
+        }
+    )  # fmt: skip
+    measured = board.assign(reference=False, _order=range(len(board)))
+    rows["_order"] = rows["task"].map(measured.groupby("task")["_order"].max()) + 0.5
+    out = pd.concat([measured, rows], ignore_index=True)
+    out["_block"] = out.groupby(["task", "target_sparsity"])["_order"].transform("min")
+    out = out.sort_values(["_block", "reference", "_order"], kind="stable")
+    return out.drop(columns=["_order", "_block"]).reset_index(drop=True)
+
+
 def render_board(board: pd.DataFrame, fmt: str) -> str:
     """``board`` (from :func:`long_board`) as Markdown, CSV (numbers unformatted), LaTeX or an HTML table.
 
@@ -93,10 +115,14 @@ def render_board(board: pd.DataFrame, fmt: str) -> str:
 
 def _row(r: Any, bold: str) -> list[str]:
     value = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.seeds > 1 else "")
-    reached = f"{r.reached:.1%}" if pd.notna(r.reached) else ""
     return [
         r.task, f"{r.target_sparsity:.0%}", r.method, f"{r.metric} {'↑' if r.greater_is_better else '↓'}",
-        bold.format(value) if r.best else value, str(r.seeds), f"{r.encoder_sparsity:.2%}",
-        f"{r.remaining_params / 1e6:.2f}M of {r.total_params / 1e6:.2f}M", reached, f"{r.trials:.0f}",
-        f"{r.wall_seconds:.0f} s" if pd.notna(r.wall_seconds) else "",
+        bold.format(value) if r.best else value, str(r.seeds) if r.seeds else "paper", f"{r.encoder_sparsity:.2%}",
+        _known(r.remaining_params, lambda v: f"{v / 1e6:.2f}M of {r.total_params / 1e6:.2f}M"),
+        _known(r.reached, "{:.1%}".format), _known(r.trials, "{:.0f}".format),
+        _known(r.wall_seconds, "{:.0f} s".format),
     ]  # fmt: skip
+
+
+def _known(value: Any, fmt) -> str:
+    return fmt(value) if value is not None and pd.notna(value) else ""

@@ -66,3 +66,18 @@ def test_filters_keep_dense_and_refuse_values_that_match_nothing():
         board(sparsities=[0.5])
     with pytest.raises(BenchError, match="unknown format 'pdf'; valid: md, csv, latex, html"):
         render_board(board(), "pdf")
+
+
+def test_reference_rows_sit_after_their_block_marked_and_never_best():
+    from bench.formats import with_reference
+
+    matched = pd.DataFrame(
+        {"task": ["mnli", "mnli"], "target_sparsity": [0.9, 0.9], "metric": ["accuracy", "f1"],
+         "label": ["movement", "movement"], "source": ["Sanh et al. 2020", "x"], "table": ["Table 2", "x"],
+         "value": [79.3, 1.0], "sparsity": [0.9, 0.9]}
+    )  # fmt: skip
+    b = with_reference(board(), matched)
+    assert list(b["method"]) == ["dense", "movement", "l0", "[paper] movement (Sanh et al. 2020, Table 2)"]
+    assert not b["best"].iloc[-1] and b["reference"].tolist() == [False, False, False, True]
+    last = [c.strip() for c in render_board(b, "md").splitlines()[-1].strip("|").split("|")]
+    assert last[2:7] == ["[paper] movement (Sanh et al. 2020, Table 2)", "accuracy ↑", "79.30", "paper", "90.00%"]
