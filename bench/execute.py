@@ -34,6 +34,7 @@ class Run:
         teacher_dir: the saved dense model to distil from, for cells with ``distillation``.
         report: for trials, ``report(step, dev_value)`` at a few steps during training (may raise to prune).
         report_steps: the optimizer steps at which ``report`` is called, from the run's total steps.
+        masks_to: where to save the finalized model's masks (:mod:`bench.saved_masks`), or None.
     """
 
     data: str
@@ -42,6 +43,7 @@ class Run:
     teacher_dir: Path | None = None
     report: Callable[[int, float], None] | None = None
     report_steps: Callable[[int], set[int]] | None = None
+    masks_to: Path | None = None
 
 
 @lru_cache(maxsize=4)
@@ -86,6 +88,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     """
     from transformers import DataCollatorWithPadding, set_seed
 
+    from bench.saved_masks import save_masks
     from bench.sparsity import measure_sparsity
     from bench.training import DevReporter, PruningTrainer, check_finite, freeze_pretrained, training_arguments
 
@@ -122,6 +125,8 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     check_finite(model, train_output.global_step)
     sparsity = measure_sparsity(model)
     metrics = task.evaluate(trainer, eval_examples, tokenizer, feats)
+    if run.masks_to is not None:
+        save_masks(model, run.masks_to)
     if run.save_to is not None:
         model.save_pretrained(run.save_to)
         tokenizer.save_pretrained(run.save_to)

@@ -32,6 +32,7 @@ from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
 from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
+from bench.saved_masks import masks_path
 
 Log = Any  # a callable taking one line
 
@@ -226,7 +227,8 @@ class Worker:
             final = apply_params(cell, search["best_params"]) if search else cell
             save = model_dir(self.output, cell.id) if options.get("save_model") else None
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-                result = train_and_evaluate(final, Run(FINAL, Path(workdir), save, teacher))
+                run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id))
+                result = train_and_evaluate(final, run)
         except DivergenceError as err:
             return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
                     "wall_seconds": time.perf_counter() - started}  # fmt: skip

@@ -8,6 +8,7 @@ import pytest
 
 from bench import leaderboard, records
 from bench.runner import Matrix, expand, run_matrix
+from bench.saved_masks import load_masks, masks_path
 from tests.conftest import needs_minilm
 
 pytestmark = needs_minilm
@@ -35,6 +36,9 @@ def test_matrix_runs_records_tracks_and_ranks(tmp_path, tiny_model_dir):
         assert rec["cell"]["versions"]["torch"]
         on_disk = json.loads(records.record_path(matrix.output, rec["id"]).read_text())
         assert on_disk["metrics"] == rec["metrics"]
+        kept = load_masks(masks_path(matrix.output, rec["id"]))
+        pruned = sum(int((~mask).sum()) for mask, _, _ in kept.values())
+        assert pruned == rec["sparsity"]["prunable_zeros"], "the saved masks are the finalized model's zeros"
 
     board = leaderboard.write(matrix.output)
     lines = board.splitlines()
