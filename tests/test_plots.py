@@ -1,0 +1,36 @@
+"""``bench plot``: Pareto PNG per task and per-layer heatmaps from saved masks, on a tiny run."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from bench import records
+from bench.errors import BenchError
+from bench.plots import default_heatmap_cells, write_plots
+from bench.runner import run_matrix
+from tests.conftest import needs_minilm
+from tests.test_runner import tiny_matrix
+
+pytestmark = needs_minilm
+
+
+def test_plots_one_pareto_per_task_and_one_heatmap_per_method(tmp_path, tiny_model_dir):
+    matrix = tiny_matrix(tmp_path, tiny_model_dir, sparsities=[0.5, 0.9])
+    run_matrix(matrix, log=lambda line: None)
+    recs = records.read_records(matrix.output)
+    chosen = default_heatmap_cells(recs)
+    assert [(r["cell"]["method"], r["cell"]["sparsity"]) for r in chosen] == [("magnitude", 0.9), ("movement", 0.9)]
+
+    written = write_plots(matrix.output, recs)
+    names = sorted(p.name for p in written)
+    assert names[-1] == "pareto-sst2.png" and len(names) == 3
+    assert names[0].startswith("heatmap-magnitude-") and names[1].startswith("heatmap-movement-")
+    for path in written:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] >= 600
+
+    one = write_plots(matrix.output, recs, cells=[chosen[0]["id"][:8]])
+    assert sum(p.name.startswith("heatmap") for p in one) == 1
+    with pytest.raises(BenchError, match="no cell with id starting 'zzz'"):
+        write_plots(matrix.output, recs, cells=["zzz"])
