@@ -1,0 +1,76 @@
+"""``bench compare DIR_A DIR_B``: the cells both results folders have, side by side, with deltas.
+
+Cells are paired by what they measure, not by cell id, so that two versions of a method (whose package versions
+or hyperparameters change the id) or two machines can be compared: model, method (with "+distill"), task, target
+sparsity and seed. Deltas are B − A.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from bench import records
+from bench.errors import BenchError
+from bench.leaderboard import collect
+
+PAIR_KEY = ["model", "method", "task", "target_sparsity", "seed"]
+
+
+def load_folder(folder: Path) -> pd.DataFrame:
+    """:func:`bench.leaderboard.collect` of a results folder.
+
+    Raises:
+        BenchError: ``folder`` has no ``cells/``.
+    """
+    if not records.cells_dir(folder).is_dir():
+        raise BenchError(f"no results in {folder}: expected a folder with cells/ (made by bench run)")
+    return collect(records.read_records(folder))
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Pair the finished cells of ``a`` and ``b`` on :data:`PAIR_KEY`; one row per pair with both values, the
+    delta of the primary metric (points), of the measured encoder sparsity (points) and the wall-time ratio B/A."""
+    pairs = a.merge(b, on=PAIR_KEY, suffixes=("_a", "_b"))
+    if pairs.empty:
+        return pd.DataFrame(columns=[*PAIR_KEY, "metric", "value_a", "value_b", "delta"])
+    out = pairs[PAIR_KEY].copy()
+    out["metric"] = pairs["metric_a"]
+    out["value_a"], out["value_b"] = pairs["value_a"], pairs["value_b"]
+    out["delta"] = pairs["value_b"] - pairs["value_a"]
+    out["sparsity_a"], out["sparsity_b"] = pairs["encoder_sparsity_a"], pairs["encoder_sparsity_b"]
+    out["sparsity_delta"] = pairs["encoder_sparsity_b"] - pairs["encoder_sparsity_a"]
+    out["wall_ratio"] = pairs["wall_seconds_b"] / pairs["wall_seconds_a"]
+    return out.sort_values(["task", "target_sparsity", "method", "seed"]).reset_index(drop=True)
+
+
+def render(pairs: pd.DataFrame, only_a: int, only_b: int, names: tuple[str, str]) -> str:
+    """A Markdown table of :func:`compare`'s rows, then how many cells only one folder has."""
+    a, b = names
+    footer = f"\n\n{len(pairs)} cells in both; {only_a} only in {a}; {only_b} only in {b}. Deltas are B − A."
+    if pairs.empty:
+        return f"(no cells in common){footer}"
+    rows = [
+        [r.method, r.task, f"{r.target_sparsity:.0%}", r.seed, r.metric, f"{r.value_a:.2f}", f"{r.value_b:.2f}",
+         f"{r.delta:+.2f}", f"{r.sparsity_a:.2%}", f"{r.sparsity_b:.2%}", _ratio(r.wall_ratio)]
+        for r in pairs.itertuples()
+    ]  # fmt: skip
+    headers = ["method", "task", "sparsity", "seed", "metric", f"A ({a})", f"B ({b})", "Δ", "sp A", "sp B",
+               "wall B/A"]  # fmt: skip
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + footer
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}×" if pd.notna(value) else ""
+
+
+def compare_folders(folder_a: Path, folder_b: Path) -> str:
+    """Load, pair and render two results folders (see :func:`compare`)."""
+    a, b = load_folder(folder_a), load_folder(folder_b)
+    pairs = compare(a, b)
+    keys = set(map(tuple, pairs[PAIR_KEY].to_numpy().tolist()))
+    only_a = sum(tuple(k) not in keys for k in a[PAIR_KEY].to_numpy().tolist())
+    only_b = sum(tuple(k) not in keys for k in b[PAIR_KEY].to_numpy().tolist())
+    return render(pairs, only_a, only_b, (str(folder_a), str(folder_b)))

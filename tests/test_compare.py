@@ -1,0 +1,46 @@
+"""``bench compare``: cells paired by what they measure, with B − A deltas."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import records
+from bench.compare import compare, compare_folders
+from bench.errors import BenchError
+from bench.leaderboard import collect
+from tests.test_leaderboard import RECORDS, record
+
+
+def with_model(recs, model="m", wall=10.0):
+    out = []
+    for rec in recs:
+        rec = {**rec, "cell": {**rec["cell"], "model": model, "budget": {}}, "wall_seconds": wall}
+        out.append(rec)
+    return out
+
+
+def test_pairs_by_model_method_task_sparsity_seed_not_by_id():
+    a = with_model(RECORDS)
+    b = [{**r, "id": r["id"] + "-v2"} for r in with_model(RECORDS, wall=20.0)]
+    b[0] = {**b[0], "metrics": {"accuracy": 73.5}}  # movement seed 0: 70 → 73.5
+    pairs = compare(collect(a), collect(b))
+    assert len(pairs) == 5, "finished cells only (the failed magnitude cell is not paired)"
+    moved = pairs[(pairs["method"] == "movement") & (pairs["seed"] == 0)].iloc[0]
+    assert (moved["value_a"], moved["value_b"], moved["delta"]) == (70.0, 73.5, 3.5)
+    assert (pairs["wall_ratio"] == 2.0).all()
+    assert compare(collect(a), collect(with_model(RECORDS, model="other"))).empty, "another model is not a pair"
+
+
+def test_compare_folders_renders_deltas_and_counts_unpaired(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for rec in with_model(RECORDS):
+        records.write_record(a, rec)
+    extra = with_model([record("l0", "mnli", 0.5, 0, 50.0, 0.5)])[0]
+    for rec in [*with_model(RECORDS[:2]), extra]:
+        records.write_record(b, rec)
+    text = compare_folders(a, b)
+    assert "| movement | mnli   | 90%        | 0      | accuracy | 70.00 " in text
+    assert "+0.00" in text
+    assert text.endswith("2 cells in both; 3 only in " + str(a) + "; 1 only in " + str(b) + ". Deltas are B − A.")
+    with pytest.raises(BenchError, match="no results in"):
+        compare_folders(a, tmp_path / "nothing")
