@@ -81,6 +81,8 @@ def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
     source and table. Reference rows carry ``reference=True`` and are never ``best``."""
     shown = board[["task", "metric", "greater_is_better"]].drop_duplicates()
     ref = matched.merge(shown, on=["task", "metric"])
+    if ref.empty:
+        return board.assign(reference=False)
     rows = pd.DataFrame(
         {
             "task": ref["task"], "target_sparsity": ref["target_sparsity"], "metric": ref["metric"],

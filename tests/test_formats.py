@@ -81,3 +81,11 @@ def test_reference_rows_sit_after_their_block_marked_and_never_best():
     assert not b["best"].iloc[-1] and b["reference"].tolist() == [False, False, False, True]
     last = [c.strip() for c in render_board(b, "md").splitlines()[-1].strip("|").split("|")]
     assert last[2:7] == ["[paper] movement (Sanh et al. 2020, Table 2)", "accuracy ↑", "79.30", "paper", "90.00%"]
+
+
+def test_no_matching_reference_rows_leave_the_board_as_it_is():
+    from bench.formats import with_reference
+
+    empty = pd.DataFrame(columns=["task", "target_sparsity", "metric", "label", "source", "table", "value", "sparsity"])
+    b = with_reference(board(), empty)
+    assert list(b["method"]) == ["dense", "movement", "l0"] and not b["reference"].any()

@@ -1,0 +1,111 @@
+"""``bench report DIR``: one self-contained ``report.html`` (no external files: plots are embedded as base64 PNG).
+
+It holds the leaderboard (with the paper reference rows that match, when the reference folder is there), the
+Pareto plots and the per-layer heatmaps, per-cell details (configuration, best HP-search parameters, measured
+sparsity, MLflow run id) and the failed or diverged cells with their errors and tracebacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import records
+from bench.errors import BenchError
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 12px; } .muted { color: #777; }
+"""
+
+
+def build_report(output: Path) -> Path:
+    """Write ``OUTPUT/report.html`` (and the plots under ``OUTPUT/plots``); return its path.
+
+    Raises:
+        BenchError: ``output`` holds no records.
+    """
+    from bench.plots import write_plots
+
+    output = Path(output)
+    if not records.cells_dir(output).is_dir():
+        raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
+    recs = records.read_records(output)
+    finished = [r for r in recs if r.get("status") == records.FINISHED]
+    plots = write_plots(output, recs) if finished else []
+    sections = [
+        f"<h1>prune-bench report: {html.escape(output.name)}</h1>",
+        f"<p class=muted>{len(recs)} cells: {len(finished)} finished, {len(recs) - len(finished)} not.</p>",
+        "<h2>Leaderboard</h2>", leaderboard_html(recs),
+        "<h2>Plots</h2>", *(image_html(p) for p in plots),
+        "<h2>Cells</h2>", cells_html(recs),
+        "<h2>Failures</h2>", failures_html(recs),
+    ]  # fmt: skip
+    page = f"<!doctype html><html><head><meta charset=utf-8><title>prune-bench: {html.escape(output.name)}</title>"
+    page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    path = output / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def leaderboard_html(recs: list[dict[str, Any]]) -> str:
+    from bench import reference
+    from bench.formats import long_board, render_board, with_reference
+    from bench.leaderboard import LEGEND, collect, summarize
+
+    cells = collect(recs)
+    if cells.empty:
+        return "<p>(no finished cells)</p>"
+    board = long_board(summarize(cells))
+    try:
+        board = with_reference(board, reference.matching(reference.load(), cells))
+    except BenchError:
+        pass  # no reference folder next to this installation: measured rows only
+    return render_board(board, "html") + f"<p class=muted>{html.escape(LEGEND)} [paper]: published values.</p>"
+
+
+def image_html(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def cells_html(recs: list[dict[str, Any]]) -> str:
+    rows = []
+    for rec in recs:
+        cell, search = rec["cell"], rec.get("search") or {}
+        config = {k: cell.get(k) for k in ("model", "budget", "method_hparams", "distillation")}
+        rows.append({
+            "cell": rec["id"][:12], "method": cell["method"], "task": cell["task"]["name"],
+            "target": f"{cell['sparsity']:.0%}", "seed": cell["seed"], "status": rec["status"],
+            "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
+            "params left": f"{rec['sparsity']['remaining_params']:,}" if "sparsity" in rec else "",
+            "best params": json.dumps(search.get("best_params")) if search else "",
+            "trials": search.get("n_trials", 0), "MLflow run": rec.get("mlflow_run_id") or "",
+            "config": json.dumps(config, sort_keys=True),
+        })  # fmt: skip
+    return pd.DataFrame(rows).to_html(index=False, escape=True)
+
+
+def failures_html(recs: list[dict[str, Any]]) -> str:
+    failed = [r for r in recs if r.get("status") != records.FINISHED]
+    if not failed:
+        return "<p>None.</p>"
+    parts = []
+    for rec in failed:
+        cell = rec["cell"]
+        step = f" at step {rec['diverged_step']}" if rec.get("diverged_step") is not None else ""
+        title = f"{cell['method']} / {cell['task']['name']} @ {cell['sparsity']:.0%} seed {cell['seed']}"
+        parts.append(
+            f"<details><summary><b>{html.escape(rec['status'])}{step}</b>: {html.escape(title)} "
+            f"({rec['id'][:12]}): {html.escape(str(rec.get('error', '')))}</summary>"
+            f"<pre>{html.escape(rec.get('traceback') or 'no traceback')}</pre></details>"
+        )
+    return "".join(parts)
