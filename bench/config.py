@@ -346,7 +346,7 @@ def check_splits(value: Any) -> dict[str, dict[str, str]]:
             if key not in SPLIT_KEYS:
                 raise FieldError(("splits", task, key), f"unknown key {key!r}; valid: {', '.join(SPLIT_KEYS)}")
             _string(("splits", task, key), split)
-        out[task] = {k: v for k, v in splits.items() if v is not None}
+        out[task] = dict(splits)
     return out
 
 
