@@ -1,11 +1,14 @@
-"""The ``bench`` command line: ``run``, ``ls``, ``leaderboard``.
+"""The ``bench`` command line: ``run``, ``worker``, ``ls``, ``regress``, and the reading commands ``leaderboard``,
+``plot``, ``report``, ``compare`` (:mod:`bench.cli_report`).
 
-Bad input (unknown names, bad sparsities, malformed configs) prints one clear line and exits with code 2.
+Exit codes: 0 all cells finished; 1 some cells failed or diverged (a summary line each), or the disk filled up
+during the run; 2 bad input (one clear line, nothing written).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = err.filename or "writing results"
+        print(f"bench: error: disk full ({where}). Finished cells are kept (their records are in the study database "
+              "too); free some space and rerun the same command.", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED_CELLS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", choices=["methods", "tasks"])
     ls.set_defaults(func=cmd_ls)
 
-    board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
-    board.add_argument("output", type=Path)
-    board.set_defaults(func=cmd_leaderboard)
+    from bench.cli_report import add_parsers as add_reading_commands
+
+    add_reading_commands(sub)
 
     from bench.regress import add_parser as add_regress
 
@@ -104,7 +114,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     Worker(queue, args.output, tracking, log=log, retry_failed=args.retry_failed).work(args.matrix)
     sync_records(queue, args.output, args.matrix)
     print(leaderboard.write(args.output))
-    failed = [r for r in queue.records(args.matrix) if r["status"] != records.FINISHED]
+    done = queue.records(args.matrix)
+    failed = [r for r in done if r["status"] != records.FINISHED]
+    for line in failure_summary(failed, len(done)):
+        print(line, file=sys.stderr)
     return EXIT_FAILED_CELLS if failed else 0
 
 
@@ -119,14 +132,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from bench import leaderboard, records
-
-    if not records.cells_dir(args.output).is_dir():
-        raise BenchError(f"no results in {args.output}: expected a folder with cells/ (made by bench run)")
-    print(leaderboard.write(args.output))
-    return 0
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import leaderboard, records
@@ -140,9 +145,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     uri = matrix.tracking_uri or default_tracking_uri(matrix.output)
     print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: mlflow ui --backend-store-uri {uri}")
     failed = [r for r in results if r["status"] != records.FINISHED]
-    for rec in failed:
-        print(f"FAILED {rec['cell']['method']}/{rec['cell']['task']['name']}: {rec['error']}", file=sys.stderr)
+    for line in failure_summary(failed, len(results)):
+        print(line, file=sys.stderr)
     return EXIT_FAILED_CELLS if failed else 0
+
+
+def failure_summary(failed: list[dict[str, Any]], total: int) -> list[str]:
+    """One line per failed or diverged cell, after a count; empty when every cell finished."""
+    if not failed:
+        return []
+    lines = [f"\n{len(failed)} of {total} cells did not finish (rerun failed ones with --retry-failed):"]
+    for rec in failed:
+        cell = rec["cell"]
+        where = f"{cell['method']}/{cell['task']['name']} @ {cell['sparsity']} seed {cell['seed']} ({rec['id'][:12]})"
+        if rec["status"] == "diverged":
+            lines.append(f"DIVERGED {where} at step {rec.get('diverged_step')}: {rec['error']}")
+        else:
+            lines.append(f"FAILED {where}: {rec['error']}")
+    return lines
 
 
 def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:

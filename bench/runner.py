@@ -55,15 +55,26 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
                            for c in cells])  # fmt: skip
     adopt_finished(queue, matrix.output, cells)
-    done = [r for r in queue.cells(mid) if r.state in TERMINAL]
-    if done:
-        log(f"{len(done)} of {len(cells)} cells finished already (skipped; failed ones rerun with --retry-failed)")
+    skipped = skipped_line(queue.cells(mid), len(cells), retry_failed)
+    if skipped:
+        log(skipped)
     tracking = matrix.tracking_uri or default_tracking_uri(matrix.output)
     worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
     worker.work(mid)
     by_id = {r["id"]: r for r in queue.records(mid)}
     sync_records(queue, matrix.output, mid)
     return [by_id[c.id] for c in cells if c.id in by_id]
+
+
+def skipped_line(rows: list[QueuedCell], total: int, retry_failed: bool) -> str | None:
+    """"3 of 5 cells already done, skipped: 2 finished, 1 failed (...)", or None when nothing is skipped."""
+    names = {FINALIZED: "finished", DIVERGED: "diverged", FAILED: "failed"}
+    states = [r.state for r in rows if r.state in TERMINAL and not (retry_failed and r.state == FAILED)]
+    if not states:
+        return None
+    counts = ", ".join(f"{states.count(state)} {name}" for state, name in names.items() if state in states)
+    hint = "; rerun failed ones with --retry-failed" if FAILED in states else ""
+    return f"{len(states)} of {total} cells already done, skipped: {counts}{hint}"
 
 
 def cell_options(matrix: Matrix, cell: Cell, options: dict[str, Any]) -> dict[str, Any]:

@@ -76,9 +76,11 @@ def test_bench_run_summarises_failures_exits_1_and_retry_failed_reruns_only_them
 
     monkeypatch.setattr(Movement, "step", original_step)
     assert main(["run", "--config", str(config), "--output", str(out)]) == 1, "failed cells are not rerun by default"
+    err = capsys.readouterr().err
+    assert "2 of 2 cells already done, skipped: 1 finished, 1 failed; rerun failed ones with --retry-failed" in err
     assert main(["run", "--config", str(config), "--output", str(out), "--retry-failed"]) == 0
     err = capsys.readouterr().err
-    assert "1 of 2 cells finished already" in err, "the finished dense cell is not rerun"
+    assert "1 of 2 cells already done, skipped: 1 finished\n" in err, "the finished dense cell is not rerun"
     assert {r["status"] for r in records.read_records(out)} == {"finished"}
 
 

@@ -69,7 +69,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
     lines = []
     second = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lines.append)
     assert [r["id"] for r in second] == [r["id"] for r in first]
-    assert lines == ["2 of 2 cells finished already (skipped; failed ones rerun with --retry-failed)"]
+    assert lines == ["2 of 2 cells already done, skipped: 2 finished"]
 
 
 def test_failing_cell_is_recorded_and_matrix_goes_on(tmp_path, tiny_model_dir, monkeypatch):
@@ -109,7 +109,7 @@ def test_distillation_trains_teacher_first_and_reuses_it(tmp_path, tiny_model_di
     assert (matrix.output / "models" / teacher.id / "config.json").exists()
     lines = []
     run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["movement"], distill=True), log=lines.append)
-    assert lines == ["2 of 2 cells finished already (skipped; failed ones rerun with --retry-failed)"]
+    assert lines == ["2 of 2 cells already done, skipped: 2 finished"]
 
 
 def test_search_runs_trials_per_cell_tracks_them_nested_and_retrains_the_best(tmp_path, tiny_model_dir):

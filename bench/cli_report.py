@@ -1,0 +1,106 @@
+"""The reading side of the command line: ``leaderboard``, ``plot``, ``report`` and ``compare``.
+
+None of them trains anything; they read ``OUTPUT/cells`` (and ``OUTPUT/masks``) and write tables, PNGs and HTML.
+Bad input (a folder without results, a filter that matches nothing, an unknown format) raises BenchError, which
+the CLI turns into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``leaderboard``, ``plot``, ``report`` and ``compare`` to the ``bench`` parser."""
+    from bench.formats import FORMATS
+
+    board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
+    board.add_argument("output", type=Path)
+    board.add_argument("--format", default="md", choices=FORMATS, help="md (default), csv, latex or html")
+    board.add_argument("--task", help="comma list of tasks to show")
+    board.add_argument("--methods", help="comma list of methods to show (dense, the reference, always stays)")
+    board.add_argument("--sparsity", help="comma list of target sparsities to show, e.g. 0.9,0.97")
+    board.add_argument("--reference", action="store_true", help="add the papers' rows where model/task/sparsity match")
+    board.set_defaults(func=cmd_leaderboard)
+
+    plot = sub.add_parser("plot", help="Pareto PNG per task and per-layer sparsity heatmaps into OUTPUT/plots")
+    plot.add_argument("output", type=Path)
+    plot.add_argument("--cell", action="append", help="heatmap of this cell (id prefix; repeatable); default: one "
+                      "per method at its highest sparsity")  # fmt: skip
+    plot.set_defaults(func=cmd_plot)
+
+    report = sub.add_parser("report", help="write OUTPUT/report.html: leaderboard, plots, cells, failures")
+    report.add_argument("output", type=Path)
+    report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="the cells two results folders share, with B − A deltas")
+    compare.add_argument("folder_a", type=Path)
+    compare.add_argument("folder_b", type=Path)
+    compare.set_defaults(func=cmd_compare)
+
+
+def _require_results(output: Path) -> None:
+    from bench import records
+
+    if not records.cells_dir(output).is_dir():
+        raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Without options: rewrite OUTPUT/leaderboard.md and .csv and print the table (as ``bench run`` does).
+    With ``--format``/filters/``--reference``: print the long board in that format."""
+    from bench import leaderboard, records
+
+    _require_results(args.output)
+    if args.format == "md" and not (args.task or args.methods or args.sparsity or args.reference):
+        print(leaderboard.write(args.output))
+        return 0
+    print(long_board_text(records.read_records(args.output), args))
+    return 0
+
+
+def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
+    from bench import reference
+    from bench.config import parse_list
+    from bench.formats import filter_cells, long_board, render_board, with_reference
+    from bench.leaderboard import collect, summarize
+
+    split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
+    sparsities = parse_list(args.sparsity, float, "--sparsity") if args.sparsity else None
+    cells = filter_cells(collect(recs), tasks=split(args.task), methods=split(args.methods), sparsities=sparsities)
+    board = long_board(summarize(cells))
+    if args.reference:
+        matched = reference.matching(reference.load(), cells)
+        if matched.empty:
+            models = ", ".join(sorted(set(cells["model"].dropna())))
+            print(f"bench: no paper rows match model {models} at these tasks and sparsities", file=sys.stderr)
+        board = with_reference(board, matched)
+    return render_board(board, args.format)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from bench import records
+    from bench.plots import write_plots
+
+    _require_results(args.output)
+    for path in write_plots(args.output, records.read_records(args.output), args.cell):
+        print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    print(build_report(args.output))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare import compare_folders
+
+    print(compare_folders(args.folder_a, args.folder_b))
+    return 0
