@@ -106,6 +106,14 @@ def test_unknown_preset_says_did_you_mean(capsys, tmp_path):
     assert not out.exists()
 
 
+def refused_with_flag(capsys, tmp_path, flag: str, value: str, words: list[str]) -> None:
+    """``bench run`` with BASE's flags, ``flag`` set to ``value``: exit 2, ``words`` in the message, nothing written."""
+    args = dict(zip(BASE[::2], BASE[1::2], strict=True)) | {flag: value}
+    code, err, out = bench(capsys, tmp_path, *[x for kv in args.items() for x in kv])
+    assert_refused(code, err, *words)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "words"),
     [
@@ -118,10 +126,7 @@ def test_unknown_preset_says_did_you_mean(capsys, tmp_path):
     ],
 )
 def test_bad_sparsity_or_seed(capsys, tmp_path, flag, value, words):
-    args = dict(zip(BASE[::2], BASE[1::2], strict=True)) | {flag: value}
-    code, err, out = bench(capsys, tmp_path, *[x for kv in args.items() for x in kv])
-    assert_refused(code, err, *words)
-    assert not out.exists()
+    refused_with_flag(capsys, tmp_path, flag, value, words)
 
 
 @pytest.mark.parametrize(
@@ -134,10 +139,7 @@ def test_bad_sparsity_or_seed(capsys, tmp_path, flag, value, words):
     ],
 )
 def test_duplicate_matrix_entry(capsys, tmp_path, flag, value, words):
-    args = dict(zip(BASE[::2], BASE[1::2], strict=True)) | {flag: value}
-    code, err, out = bench(capsys, tmp_path, *[x for kv in args.items() for x in kv])
-    assert_refused(code, err, *words)
-    assert not out.exists()
+    refused_with_flag(capsys, tmp_path, flag, value, words)
 
 
 @pytest.mark.parametrize(
