@@ -79,4 +79,18 @@ def task_settings(preset: dict[str, Any], task: str, overrides: dict[str, Any] |
     unknown = sorted(set(budget_fields) - valid)
     if unknown:
         raise BenchError(f"unknown budget setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return replace(preset["budget"], **budget_fields), splits["train_split"], splits["eval_split"]
+    base = preset["budget"]
+    budget_fields = {k: same_kind(v, getattr(base, k)) for k, v in budget_fields.items()}
+    return replace(base, **budget_fields), splits["train_split"], splits["eval_split"]
+
+
+def same_kind(value: Any, default: Any) -> Any:
+    """``value`` as the type of the preset's ``default`` where that loses nothing (``--epochs 1`` gives 1.0, a
+    config's ``epochs: 1`` gives 1: both become the preset's int 1), so equal budgets give equal cell ids."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value
+    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    return value

@@ -133,3 +133,15 @@ def test_dense_mask_cache_follows_every_write():
     mask.mask.copy_(topk_mask(torch.arange(12.0).view(3, 4), 0.5))
     assert int((mask(weight) != 0).sum()) == 6
     assert mask.dense_mask(torch.float64).dtype == torch.float64
+
+
+def test_equal_budgets_from_flags_and_config_give_equal_cell_ids(tmp_path):
+    from bench.runner import Matrix, expand
+
+    def cell(budget):
+        matrix = Matrix(methods=["magnitude"], tasks=["sst2"], sparsities=[0.5], output=tmp_path, budget=budget)
+        return expand(matrix)[-1]
+
+    flag, config = cell({"epochs": 1.0, "learning_rate": 1}), cell({"epochs": 1, "learning_rate": 1.0})
+    assert flag.id == config.id and flag.budget.epochs == 1 and isinstance(flag.budget.learning_rate, float)
+    assert cell({"epochs": 1.5}).budget.epochs == 1.5
