@@ -8,6 +8,7 @@ after-step hook (:class:`PruningCallback`). Nothing reaches the model's forward.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any
         logging_strategy="steps",
         logging_steps=10,
         report_to="none",
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # progress bars in a terminal, not in CI logs
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
         **extra,
