@@ -20,7 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
     board.add_argument("output", type=Path)
-    board.add_argument("--format", default="md", choices=FORMATS, help="md (default), csv, latex or html")
+    board.add_argument("--format", choices=FORMATS, help="the long board as md, csv, latex or html (default: the "
+                       "method × task/sparsity table of leaderboard.md, rewritten)")  # fmt: skip
     board.add_argument("--task", help="comma list of tasks to show")
     board.add_argument("--methods", help="comma list of methods to show (dense, the reference, always stays)")
     board.add_argument("--sparsity", help="comma list of target sparsities to show, e.g. 0.9,0.97")
@@ -56,7 +57,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from bench import leaderboard, records
 
     _require_results(args.output)
-    if args.format == "md" and not (args.task or args.methods or args.sparsity or args.reference):
+    if not (args.format or args.task or args.methods or args.sparsity or args.reference):
         print(leaderboard.write(args.output))
         return 0
     print(long_board_text(records.read_records(args.output), args))
@@ -79,7 +80,7 @@ def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
             models = ", ".join(sorted(set(cells["model"].dropna())))
             print(f"bench: no paper rows match model {models} at these tasks and sparsities", file=sys.stderr)
         board = with_reference(board, matched)
-    return render_board(board, args.format)
+    return render_board(board, args.format or "md")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -24,6 +24,10 @@ def test_leaderboard_formats_and_filters(folder, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("method,task,target_sparsity") and len(lines) == 3
     assert [line.split(",")[0] for line in lines[1:]] == ["dense", "l0"]
+    assert main(["leaderboard", str(folder), "--format", "md"]) == 0
+    assert capsys.readouterr().out.startswith("| task   | sparsity   | method"), "an explicit format: the long board"
+    assert main(["leaderboard", str(folder)]) == 0
+    assert capsys.readouterr().out.startswith("| method "), "no option: the leaderboard.md table"
     assert main(["leaderboard", str(folder), "--format", "latex"]) == 0
     assert "\\textbf{71.00 ± 1.41}" in capsys.readouterr().out
     assert main(["leaderboard", str(folder), "--sparsity", "0.5"]) == 2
