@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import records, registry
+from bench import records, registry, stop
 from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
@@ -152,6 +152,7 @@ class Worker:
         if self.retry_failed:
             self.queue.reopen_failed(mid)
         while True:
+            stop.check()
             rows = self.queue.cells(mid)
             open_rows = [r for r in rows if self.is_open(r)]
             if not open_rows:
@@ -304,8 +305,10 @@ def terminate_as_exit():
         return
 
     def handler(signum, frame):
+        stop.requested.set()
         raise SystemExit(128 + signum)
 
+    stop.requested.clear()
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield

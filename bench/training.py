@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from bench import stop
 from bench.cell import Budget
 from bench.distillation import Distillation, distillation_loss, teacher_forward
 from bench.method import PruningMethod
@@ -30,6 +31,7 @@ class PruningCallback(TrainerCallback):
         self.method.step(0, state.max_steps, _weights_lr(optimizer))
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
+        stop.check()  # a SIGTERM whose SystemExit was swallowed still stops the run here
         self.method.step(state.global_step, state.max_steps, _weights_lr(optimizer))
 
 

@@ -243,3 +243,22 @@ def test_two_bench_run_processes_on_one_folder_never_run_a_cell_twice(tmp_path, 
     assert len(recs) == 4 and all(r["status"] == "finished" for r in recs)
     both_logs = "".join(log.read_text() for log in logs)
     assert both_logs.count(" finished in ") == 4, "every cell ran exactly once, in one of the two processes"
+
+
+def test_a_stop_request_whose_exit_was_swallowed_still_stops_at_the_next_step():
+    from types import SimpleNamespace
+
+    from bench import stop
+    from bench.training import PruningCallback
+
+    steps = []
+    callback = PruningCallback(SimpleNamespace(step=lambda *args: steps.append(args)))
+    state = SimpleNamespace(global_step=1, max_steps=10)
+    callback.on_step_end(None, state, None)
+    stop.requested.set()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            callback.on_step_end(None, state, None)
+    finally:
+        stop.requested.clear()
+    assert exit_info.value.code == 143 and len(steps) == 1, "the method's step is not run after the stop"
