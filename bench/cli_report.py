@@ -11,8 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.errors import BenchError
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``leaderboard``, ``plot``, ``report`` and ``compare`` to the ``bench`` parser."""
@@ -44,19 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=cmd_compare)
 
 
-def _require_results(output: Path) -> None:
-    from bench import records
-
-    if not records.cells_dir(output).is_dir():
-        raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Without options: rewrite OUTPUT/leaderboard.md and .csv and print the table (as ``bench run`` does).
     With ``--format``/filters/``--reference``: print the long board in that format."""
     from bench import leaderboard, records
 
-    _require_results(args.output)
+    records.require_results(args.output)
     if not (args.format or args.task or args.methods or args.sparsity or args.reference):
         print(leaderboard.write(args.output))
         return 0
@@ -87,7 +78,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bench import records
     from bench.plots import write_plots
 
-    _require_results(args.output)
+    records.require_results(args.output)
     for path in write_plots(args.output, records.read_records(args.output), args.cell):
         print(path)
     return 0

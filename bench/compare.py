@@ -13,7 +13,6 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import records
-from bench.errors import BenchError
 from bench.leaderboard import collect
 
 PAIR_KEY = ["model", "method", "task", "target_sparsity", "seed"]
@@ -25,8 +24,7 @@ def load_folder(folder: Path) -> pd.DataFrame:
     Raises:
         BenchError: ``folder`` has no ``cells/``.
     """
-    if not records.cells_dir(folder).is_dir():
-        raise BenchError(f"no results in {folder}: expected a folder with cells/ (made by bench run)")
+    records.require_results(folder)
     return collect(records.read_records(folder))
 
 

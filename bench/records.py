@@ -109,3 +109,11 @@ def read_records(output: Path) -> list[dict[str, Any]]:
         BenchError: a record file is corrupt (see :func:`load_record_file`); the message names it.
     """
     return [load_record_file(p) for p in record_files(output)]
+
+
+def require_results(output: Path) -> None:
+    """Raise BenchError unless ``output`` is a results folder (it has ``cells/``, made by ``bench run``)."""
+    from bench.errors import BenchError
+
+    if not cells_dir(output).is_dir():
+        raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")

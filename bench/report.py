@@ -36,8 +36,7 @@ def build_report(output: Path) -> Path:
     from bench.plots import write_plots
 
     output = Path(output)
-    if not records.cells_dir(output).is_dir():
-        raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
+    records.require_results(output)
     recs = records.read_records(output)
     finished = [r for r in recs if r.get("status") == records.FINISHED]
     plots = write_plots(output, recs) if finished else []
