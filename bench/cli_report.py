@@ -61,9 +61,12 @@ def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
     from bench.formats import filter_cells, long_board, render_board, with_reference
     from bench.leaderboard import collect, summarize
 
-    split = lambda value: [v.strip() for v in value.split(",") if v.strip()] if value else None  # noqa: E731
-    sparsities = parse_list(args.sparsity, float, "--sparsity") if args.sparsity else None
-    cells = filter_cells(collect(recs), tasks=split(args.task), methods=split(args.methods), sparsities=sparsities)
+    tasks, methods, sparsities = (
+        parse_list(value, kind, flag) if value else None
+        for value, kind, flag in ((args.task, str, "--task"), (args.methods, str, "--methods"),
+                                  (args.sparsity, float, "--sparsity"))
+    )  # fmt: skip
+    cells = filter_cells(collect(recs), tasks=tasks, methods=methods, sparsities=sparsities)
     board = long_board(summarize(cells))
     if args.reference:
         matched = reference.matching(reference.load(), cells)

@@ -82,18 +82,6 @@ class Tracker:
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
 
-    def has_run(self, run_id: str | None) -> bool:
-        """Whether ``run_id`` exists in this store (a cell taken over from another machine may not)."""
-        if not run_id:
-            return False
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.get_run(run_id)
-        except MlflowException:
-            return False
-        return True
-
     def fail_running(self, cell_id: str, reason: str) -> list[str]:
         """Mark every RUNNING run of ``cell_id`` (the cell's run and its trials' runs) FAILED, tagged ``error``.
 
