@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.leaderboard import collect, summarize
+from bench.records import find_cell
 from bench.saved_masks import layer_sparsity, load_masks, masks_path
 
 ROLE_LABELS = {"q": "Q", "k": "K", "v": "V", "o": "O", "ffn_in": "FFN in", "ffn_out": "FFN out"}
@@ -82,20 +83,6 @@ def default_heatmap_cells(records: list[dict]) -> list[dict]:
         if method not in chosen or key < (-chosen[method]["cell"]["sparsity"], chosen[method]["cell"]["seed"]):
             chosen[method] = rec
     return [chosen[m] for m in sorted(chosen)]
-
-
-def find_cell(records: list[dict], prefix: str) -> dict:
-    """The record whose cell id starts with ``prefix``.
-
-    Raises:
-        BenchError: no cell or several cells match; the message lists some ids.
-    """
-    found = [r for r in records if r["id"].startswith(prefix)]
-    if len(found) != 1:
-        listed = ", ".join(r["id"][:12] for r in (found or records)[:8])
-        what = "no cell" if not found else f"{len(found)} cells"
-        raise BenchError(f"{what} with id starting {prefix!r}; ids: {listed or '(none)'}")
-    return found[0]
 
 
 def write_plots(output: Path, records: list[dict], cells: list[str] | None = None) -> list[Path]:

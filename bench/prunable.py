@@ -23,11 +23,14 @@ class Architecture:
         model_type: ``config.model_type`` as transformers spells it.
         layer_pattern: regex capturing the encoder layer index from a module name.
         roles: ``{role: module-name suffix}`` for the six matrix roles q, k, v, o, ffn_in, ffn_out.
+        removable_heads: the attention code reshapes by ``(-1, head_size)``, so a layer may have fewer heads
+            than the config says (:mod:`bench.compaction` removes dead heads only then).
     """
 
     model_type: str
     layer_pattern: str
     roles: dict[str, str]
+    removable_heads: bool = True
 
 
 ROLES = ("q", "k", "v", "o", "ffn_in", "ffn_out")
@@ -69,6 +72,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                 "ffn_in": "intermediate.dense",
                 "ffn_out": "output.dense",
             },
+            removable_heads=False,  # its relative-position bias has one row per head
         ),
     )
 }

@@ -117,3 +117,19 @@ def require_results(output: Path) -> None:
 
     if not cells_dir(output).is_dir():
         raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
+
+
+def find_cell(records: list[dict], prefix: str) -> dict:
+    """The record whose cell id starts with ``prefix``.
+
+    Raises:
+        BenchError: no cell or several cells match; the message lists some ids.
+    """
+    from bench.errors import BenchError
+
+    found = [r for r in records if r["id"].startswith(prefix)]
+    if len(found) != 1:
+        listed = ", ".join(r["id"][:12] for r in (found or records)[:8])
+        what = "no cell" if not found else f"{len(found)} cells"
+        raise BenchError(f"{what} with id starting {prefix!r}; ids: {listed or '(none)'}")
+    return found[0]
