@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
     run.add_argument("--save-models", action="store_true", help="save finalized models to OUTPUT/models/<id>")
     run.add_argument(
+        "--measure-speed",
+        action="store_true",
+        help="time CPU inference of each finalized model against the dense one (batch 1 and 32, 128 tokens)",
+    )
+    run.add_argument(
         "--distill",
         action="store_true",
         help="distil every pruned cell from the dense cell of its task and seed (T=2, alpha_distil 0.9, alpha_ce 0.1)",
@@ -79,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list registered methods or tasks")
     ls.add_argument("what", choices=["methods", "tasks"])
     ls.set_defaults(func=cmd_ls)
+
+    export = sub.add_parser("export", help="write a cell's model compacted and sparse; check it against the record")
+    export.add_argument("cell", help="cell id, or a unique prefix of it (as bench leaderboard/report show them)")
+    export.add_argument("--to", type=Path, required=True, help="folder to write the export to")
+    export.add_argument("--results", type=Path, default=Path("results/quick"),
+                        help="results folder of the cell, run with --save-models (default results/quick)")  # fmt: skip
+    export.add_argument("--no-check", action="store_true", help="skip reloading and evaluating the export")
+    export.set_defaults(func=cmd_export)
 
     from bench.cli_report import add_parsers as add_reading_commands
 
@@ -150,6 +163,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED_CELLS if failed else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_cell, summary_lines
+
+    info = export_cell(args.results, args.cell, args.to, check=not args.no_check)
+    print("\n".join(summary_lines(info, args.to)))
+    return 0 if info.get("parity", {}).get("passed", True) else EXIT_FAILED_CELLS
+
+
 def failure_summary(failed: list[dict[str, Any]], total: int) -> list[str]:
     """One line per failed or diverged cell, after a count; empty when every cell finished."""
     if not failed:
@@ -185,7 +206,7 @@ def matrix_fields(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("model", "preset", "output", "tracking_uri", "trials", "timeout", "storage", "lease_seconds"):
         if getattr(args, key) is not None:
             fields[key] = _flag(key, getattr(args, key))
-    for key in ("save_models", "distill"):
+    for key in ("save_models", "measure_speed", "distill"):
         if getattr(args, key):
             fields[key] = True
     budget = {

@@ -37,7 +37,7 @@ from bench.errors import BenchError
 
 KEYS = (
     "methods", "tasks", "sparsities", "seeds", "preset", "model", "output", "budget", "splits",
-    "method_hparams", "tracking_uri", "save_models", "distill", "distillation", "trials", "timeout",
+    "method_hparams", "tracking_uri", "save_models", "measure_speed", "distill", "distillation", "trials", "timeout",
     "search_space", "storage", "lease_seconds",
 )  # fmt: skip
 REQUIRED = ("methods", "tasks", "sparsities")
@@ -467,6 +467,7 @@ CHECKS = {
     "method_hparams": check_method_hparams,
     "tracking_uri": lambda v: _string(("tracking_uri",), v),
     "save_models": lambda v: _bool(("save_models",), v),
+    "measure_speed": lambda v: _bool(("measure_speed",), v),
     "distill": lambda v: _bool(("distill",), v),
     "distillation": check_distillation,
     "trials": lambda v: _number(("trials",), v, integer=True, low=0),

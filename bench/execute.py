@@ -35,6 +35,7 @@ class Run:
         report: for trials, ``report(step, dev_value)`` at a few steps during training (may raise to prune).
         report_steps: the optimizer steps at which ``report`` is called, from the run's total steps.
         masks_to: where to save the finalized model's masks (:mod:`bench.saved_masks`), or None.
+        measure_speed: time CPU inference of the finalized model against the dense one (:mod:`bench.inference`).
     """
 
     data: str
@@ -44,6 +45,7 @@ class Run:
     report: Callable[[int, float], None] | None = None
     report_steps: Callable[[int], set[int]] | None = None
     masks_to: Path | None = None
+    measure_speed: bool = False
 
 
 @lru_cache(maxsize=4)
@@ -130,7 +132,9 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     if run.save_to is not None:
         model.save_pretrained(run.save_to)
         tokenizer.save_pretrained(run.save_to)
+    deployment = deployment_report(model, task, cell, run)
     return {
+        **deployment,
         "metrics": metrics,
         "primary_metric": task.primary_metric,
         "greater_is_better": task.greater_is_better,
@@ -143,6 +147,21 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
         "train_features": len(train_features),
         "history": [h for h in trainer.state.log_history if "loss" in h],
     }
+
+
+def deployment_report(model, task: Task, cell: Cell, run: Run) -> dict[str, Any]:
+    """For final runs: ``export`` (file sizes and compaction, :func:`bench.export.size_report`) and, with
+    ``run.measure_speed``, ``speed`` (:func:`bench.inference.speed_report` against the dense pretrained model)."""
+    if run.data != FINAL:
+        return {}
+    from bench.export import size_report
+
+    out: dict[str, Any] = {"export": size_report(model)}
+    if run.measure_speed:
+        from bench.inference import speed_report
+
+        out["speed"] = speed_report(model, task.build_model(cell.model))
+    return out
 
 
 def load_teacher(task: Task, cell: Cell, teacher_dir: Path | None):

@@ -18,6 +18,29 @@ COLUMNS = [
     "cell_id", "model", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
     "encoder_sparsity", "sparsity_before_projection", "remaining_params", "total_params", "trials", "wall_seconds",
 ]  # fmt: skip
+SPEED_VARIANTS = ("finalized", "compacted", "sparse_csr")  # timed against dense (bench.inference)
+DEPLOYMENT_COLUMNS = ["file_mb", "file_ratio", "structured"] + [
+    f"speed_up_b{batch}_{variant}" for batch in (1, 32) for variant in SPEED_VARIANTS
+]
+COLUMNS += DEPLOYMENT_COLUMNS
+
+
+def deployment(rec: dict[str, Any]) -> dict[str, float | None]:
+    """The :data:`DEPLOYMENT_COLUMNS` of a record: size of the sparse export file (MB, and as a fraction of the
+    dense file), the fraction of the pruned weights compaction removed as structure, and the measured speed-ups
+    (dense median latency / variant median latency) at batch 1 and 32; None where not recorded (speed needs
+    ``--measure-speed``)."""
+    export = rec.get("export") or {}
+    speed_up = (rec.get("speed") or {}).get("speed_up", {})
+    out = {
+        "file_mb": export["sparse_bytes"] / 1e6 if "sparse_bytes" in export else None,
+        "file_ratio": export.get("file_ratio"),
+        "structured": (export.get("compaction") or {}).get("structured_fraction"),
+    }
+    for batch in (1, 32):
+        for variant in SPEED_VARIANTS:
+            out[f"speed_up_b{batch}_{variant}"] = speed_up.get(f"batch_{batch}", {}).get(variant)
+    return out
 
 
 def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -44,6 +67,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "total_params": rec["sparsity"]["total_params"],
                 "trials": (rec.get("search") or {}).get("n_trials", 0),
                 "wall_seconds": rec.get("wall_seconds"),
+                **deployment(rec),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -63,6 +87,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         total_params=("total_params", "mean"),
         trials=("trials", "mean"),
         wall_seconds=("wall_seconds", "mean"),
+        **{column: (column, "mean") for column in DEPLOYMENT_COLUMNS},
     ).reset_index()
     out["std"] = out["std"].fillna(0.0)
     return out
@@ -95,9 +120,11 @@ def table(df: pd.DataFrame) -> pd.DataFrame:
 def format_value(row: Any) -> str:
     spread = f" ± {row.std:.2f}" if row.seeds > 1 else ""
     reached = f", reached {row.reached:.1%}" if pd.notna(row.reached) else ""
+    file = f", {row.file_mb:.0f} MB" if pd.notna(row.file_mb) else ""
+    speed = f", {row.speed_up_b1_compacted:.2f}× b1" if pd.notna(row.speed_up_b1_compacted) else ""
     return (
         f"{row.mean:.2f}{spread} (n={row.seeds}, sp {row.encoder_sparsity:.1%}{reached}, "
-        f"{row.remaining_params / 1e6:.1f}M)"
+        f"{row.remaining_params / 1e6:.1f}M{file}{speed})"
     )
 
 
@@ -116,7 +143,9 @@ def render(board: pd.DataFrame, fmt: str = "github") -> str:
 LEGEND = (
     "Values: primary metric, mean ± std over seeds (n = seeds), then the measured encoder sparsity "
     "(exact zeros in Q, K, V, O, FFN in/out), for methods that project onto the target the sparsity they "
-    "reached on their own before the projection, and the total parameters remaining."
+    "reached on their own before the projection, and the total parameters remaining; then the size of the sparse "
+    "export file (bench export) and, for cells run with --measure-speed, the compacted model's CPU speed-up over "
+    "the dense one at batch 1 (median latency ratio, 128 tokens; see bench leaderboard --format csv for the rest)."
 )
 
 

@@ -47,6 +47,7 @@ class Matrix:
     method_hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     tracking_uri: str | None = None
     save_models: bool = False
+    measure_speed: bool = False  # time CPU inference of each finalized cell; not part of the cell id
     distill: bool = False
     distillation: dict[str, float] = field(default_factory=dict)  # Distillation fields; defaults are the paper's
     trials: int | None = None

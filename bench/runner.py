@@ -51,7 +51,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
-    options = {"save_model": matrix.save_models, "timeout": matrix.timeout}
+    options = {"save_model": matrix.save_models, "timeout": matrix.timeout, "measure_speed": matrix.measure_speed}
     queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
                            for c in cells])  # fmt: skip
     adopt_finished(queue, matrix.output, cells)
@@ -239,7 +239,8 @@ class Worker:
             final = apply_params(cell, search["best_params"]) if search else cell
             save = model_dir(self.output, cell.id) if options.get("save_model") else None
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-                run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id))
+                run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id),
+                          measure_speed=bool(options.get("measure_speed")))
                 result = train_and_evaluate(final, run)
         except DivergenceError as err:
             return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,

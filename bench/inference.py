@@ -1,0 +1,52 @@
+"""The ``--measure-speed`` report of a cell: CPU inference latency of its finalized model against the dense one.
+
+Four variants of the same architecture are timed in one process, interleaved (:func:`bench.speed.measure_latency`:
+batch 1 and 32, sequence length 128, warm-up then 20 timed runs, median and IQR):
+
+* ``dense``: the pretrained model with the task head, unpruned (the latency any dense fine-tuned model has);
+* ``finalized``: the pruned model as training leaves it: exact zeros in dense tensors;
+* ``compacted``: dead heads and FFN units removed (:func:`bench.compaction.compact`), what ``bench export`` writes;
+* ``sparse_csr``: the compacted model with its prunable Linears multiplied as torch sparse CSR tensors
+  (:func:`bench.speed.sparse_csr_copy`), the sparse-kernel path standard PyTorch offers on CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+CSR_MIN_SPARSITY = 0.9  # below this, CSR matmul loses to dense on CPU (benchmarks/inference_speedup.py)
+
+
+def speed_report(finalized: nn.Module, dense: nn.Module, runs: int | None = None) -> dict[str, Any]:
+    """Latencies (ms) and speed-ups (dense median / variant median; > 1 is faster) of the four variants.
+
+    Args:
+        finalized: the finalized (un-parametrized) pruned model.
+        dense: the same architecture, unpruned.
+        runs: timed runs per variant and batch size (default :data:`bench.speed.RUNS`).
+
+    Returns:
+        ``{"latency_ms": {"batch_1": {variant: {median_ms, iqr_ms, q1_ms, q3_ms, runs}}, "batch_32": ...},
+        "speed_up": {"batch_1": {variant: ratio}, ...}, "seq_length", "threads"}``.
+    """
+    from bench import speed
+    from bench.compaction import compact
+
+    compacted = compact(finalized)[0]
+    models = {
+        "dense": dense.eval(),
+        "finalized": finalized.eval(),
+        "compacted": compacted,
+        "sparse_csr": speed.sparse_csr_copy(compacted, min_sparsity=CSR_MIN_SPARSITY),
+    }
+    kwargs = {"runs": runs} if runs is not None else {}
+    latency = speed.measure_latency(models, vocab_size=finalized.config.vocab_size, **kwargs)
+    return {
+        "latency_ms": latency,
+        "speed_up": speed.speed_ups(latency, reference="dense"),
+        "seq_length": speed.SEQ_LENGTH,
+        "threads": torch.get_num_threads(),
+    }

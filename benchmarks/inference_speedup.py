@@ -1,0 +1,86 @@
+"""What sparsity buys at inference: speed-up and file size of movement and soft movement on MiniLM.
+
+Runs (or reuses) the matrix movement, soft_movement × sst2 × 0.5, 0.9, 0.97, 0.99 with ``--measure-speed`` (the
+quick preset's MiniLM and budget), then prints, per cell, the measured sparsity, how much of it compaction turned
+into removed heads and FFN units, the sparse export file against the dense one, and the CPU speed-up over the dense
+model (median latency ratio, 128 tokens, batch 1 and 32) of the finalized (masked), compacted and sparse-CSR models.
+
+Targets (issue 7): at 97% sparsity, >= 2x faster than dense at batch 1, and a file <= 25% of the dense one.
+Sanh, Wolf & Rush (2020), appendix A.3, report no speed-up from unstructured sparsity in standard PyTorch.
+
+    HF_HUB_CACHE=../shared/hf-hub HF_HUB_OFFLINE=1 python benchmarks/inference_speedup.py [--output DIR]
+
+Time it on an otherwise idle machine: the speed measurement is wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench.runner import Matrix, run_matrix
+
+SPARSITIES = [0.5, 0.9, 0.97, 0.99]
+METHODS = ["movement", "soft_movement"]
+TARGET_SPARSITY, TARGET_SPEED_UP, TARGET_FILE = 0.97, 2.0, 0.25
+
+
+def row(rec: dict) -> list:
+    cell, export, speed = rec["cell"], rec["export"], rec["speed"]["speed_up"]
+    c = export["compaction"]
+    prunable, total = rec["sparsity"]["prunable_params"], rec["sparsity"]["total_params"]
+    other_bytes = (total - prunable) * 4  # embeddings, biases, LayerNorm, heads: stored dense, fp32
+    encoder_ratio = (export["sparse_bytes"] - other_bytes) / (prunable * 4)
+    return [
+        cell["method"], f"{cell['sparsity']:.0%}", f"{rec['sparsity']['encoder_sparsity']:.1%}",
+        f"{c['heads_removed']}/{c['heads_total']}", f"{c['ffn_units_removed']}/{c['ffn_units_total']}",
+        f"{c['structured_fraction']:.0%}", f"{export['sparse_bytes'] / 1e6:.1f} MB", f"{export['file_ratio']:.0%}",
+        f"≈{encoder_ratio:.0%}",
+        *(f"{speed[f'batch_{b}'][v]:.2f}×" for b in (1, 32) for v in ("finalized", "compacted", "sparse_csr")),
+    ]  # fmt: skip
+
+
+HEADERS = ["method", "target", "measured", "heads cut", "FFN units cut", "structure", "file", "of dense",
+           "encoder part", "b1 masked", "b1 compact", "b1 csr", "b32 masked", "b32 compact", "b32 csr"]  # fmt: skip
+
+
+def verdicts(results: list[dict]) -> list[str]:
+    lines = []
+    for rec in results:
+        if abs(rec["cell"]["sparsity"] - TARGET_SPARSITY) > 1e-9:
+            continue
+        speed = rec["speed"]["speed_up"]["batch_1"]
+        best = max(speed, key=speed.get)
+        ratio = rec["export"]["file_ratio"]
+        lines.append(
+            f"{rec['cell']['method']} @ 97%: best batch-1 speed-up {speed[best]:.2f}× ({best}) — target ≥ "
+            f"{TARGET_SPEED_UP:.0f}×: {'met' if speed[best] >= TARGET_SPEED_UP else 'MISSED'}; file {ratio:.0%} of "
+            f"dense — target ≤ {TARGET_FILE:.0%}: {'met' if ratio <= TARGET_FILE else 'MISSED'}"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("results/speedup"))
+    parser.add_argument("--task", default="sst2")
+    parser.add_argument("--train-split", default="train[:2000]")
+    parser.add_argument("--eval-split", default="validation")
+    args = parser.parse_args()
+    matrix = Matrix(
+        methods=METHODS, tasks=[args.task], sparsities=SPARSITIES, output=args.output, measure_speed=True,
+        splits={"*": {"train_split": args.train_split, "eval_split": args.eval_split}},
+    )  # fmt: skip
+    results = [r for r in run_matrix(matrix) if r["status"] == "finished"]
+    latency = results[0]["speed"]["latency_ms"] if results else {}
+    print(tabulate([row(r) for r in results], headers=HEADERS, tablefmt="github", disable_numparse=True))
+    for batch, variants in latency.items():
+        dense = variants["dense"]
+        print(f"dense {batch}: median {dense['median_ms']:.1f} ms (IQR {dense['iqr_ms']:.1f} ms)")
+    print("\n".join(verdicts(results)))
+
+
+if __name__ == "__main__":
+    main()
