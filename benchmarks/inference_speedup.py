@@ -27,6 +27,10 @@ METHODS = ["movement", "soft_movement"]
 TARGET_SPARSITY, TARGET_SPEED_UP, TARGET_FILE = 0.97, 2.0, 0.25
 
 
+def ratio(value: float | None) -> str:
+    return f"{value:.2f}×" if value is not None else "—"  # no matrix sparse enough for the CSR path
+
+
 def row(rec: dict) -> list:
     cell, export, speed = rec["cell"], rec["export"], rec["speed"]["speed_up"]
     c = export["compaction"]
@@ -38,7 +42,7 @@ def row(rec: dict) -> list:
         f"{c['heads_removed']}/{c['heads_total']}", f"{c['ffn_units_removed']}/{c['ffn_units_total']}",
         f"{c['structured_fraction']:.0%}", f"{export['sparse_bytes'] / 1e6:.1f} MB", f"{export['file_ratio']:.0%}",
         f"≈{encoder_ratio:.0%}",
-        *(f"{speed[f'batch_{b}'][v]:.2f}×" for b in (1, 32) for v in ("finalized", "compacted", "sparse_csr")),
+        *(ratio(speed[f"batch_{b}"].get(v)) for b in (1, 32) for v in ("finalized", "compacted", "sparse_csr")),
     ]  # fmt: skip
 
 
@@ -62,15 +66,41 @@ def verdicts(results: list[dict]) -> list[str]:
     return lines
 
 
+def bert_base_file_ratios(sparsities: list[float]) -> list[str]:
+    """Sparse-file / dense-file size of a BERT-base-shaped classifier with random zeros in its prunable set: the
+    file size depends only on the number of zeros per matrix, and BERT-base's embeddings are a smaller share."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bench.export import size_report
+    from bench.prunable import prunable_weights
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()
+    originals = {pw.name: pw.module.weight.detach().clone() for pw in prunable_weights(model)}
+    lines = []
+    for sparsity in sparsities:
+        with torch.no_grad():
+            for pw in prunable_weights(model):
+                weight = originals[pw.name].clone()
+                weight[torch.rand_like(weight) < sparsity] = 0
+                pw.module.weight.copy_(weight)
+        ratio = size_report(model)["file_ratio"]
+        lines.append(f"BERT-base shape, {sparsity:.0%} random zeros: sparse file {ratio:.0%} of dense")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("results/speedup"))
     parser.add_argument("--task", default="sst2")
     parser.add_argument("--train-split", default="train[:2000]")
     parser.add_argument("--eval-split", default="validation")
+    parser.add_argument("--save-models", action="store_true", help="keep the models, for bench export")
     args = parser.parse_args()
     matrix = Matrix(
         methods=METHODS, tasks=[args.task], sparsities=SPARSITIES, output=args.output, measure_speed=True,
+        save_models=args.save_models,
         splits={"*": {"train_split": args.train_split, "eval_split": args.eval_split}},
     )  # fmt: skip
     results = [r for r in run_matrix(matrix) if r["status"] == "finished"]
@@ -80,6 +110,7 @@ def main() -> None:
         dense = variants["dense"]
         print(f"dense {batch}: median {dense['median_ms']:.1f} ms (IQR {dense['iqr_ms']:.1f} ms)")
     print("\n".join(verdicts(results)))
+    print("\n".join(bert_base_file_ratios(SPARSITIES)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """`bench run` end to end on the real MiniLM and real MNLI/SQuAD data (a few dozen examples), through to
-leaderboard.md. Needs the Hub or the HF_HUB_CACHE mirror."""
+leaderboard.md, and `bench export` of two of its cells. Needs the Hub or the HF_HUB_CACHE mirror."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_bench_run_on_minilm_writes_records_and_leaderboard(tmp_path, capsys):
     config = tmp_path / "matrix.yaml"
     config.write_text(CONFIG)
     output = tmp_path / "run"
-    assert main(["run", "--config", str(config), "--output", str(output)]) == 0
+    assert main(["run", "--config", str(config), "--output", str(output), "--save-models"]) == 0
     printed = capsys.readouterr().out
 
     recs = records.read_records(output)
@@ -55,3 +55,12 @@ def test_bench_run_on_minilm_writes_records_and_leaderboard(tmp_path, capsys):
     assert main(["leaderboard", str(output)]) == 0
     assert capsys.readouterr().out.strip() == board.strip()
     assert json.loads((output / "cells" / f"{recs[0]['id']}.json").read_text())["id"] == recs[0]["id"]
+
+    # bench export: the compacted, sparse model reloads and gives the record's metrics (SQuAD: EM and F1 both).
+    for method, task in (("movement", "squad"), ("magnitude", "mnli")):
+        rec = next(r for r in recs if r["cell"]["method"] == method and r["cell"]["task"]["name"] == task)
+        folder = tmp_path / f"export-{method}-{task}"
+        assert main(["export", rec["id"][:12], "--to", str(folder), "--results", str(output)]) == 0
+        info = json.loads((folder / "export.json").read_text())
+        assert info["parity"]["passed"] and set(info["parity"]["metrics"]) == set(rec["metrics"])
+        assert info["sparse_bytes"] < 0.7 * info["dense_bytes"], "90% sparse encoder: the file shrinks"
