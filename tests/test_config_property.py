@@ -100,6 +100,7 @@ FIELDS = {
     ),
     "tracking_uri": st.one_of(st.just("sqlite:///x.db"), anything),
     "save_models": st.one_of(st.booleans(), anything),
+    "measure_speed": st.one_of(st.booleans(), anything),
     "distill": st.one_of(st.booleans(), anything),
     "distillation": st.one_of(mapping_of(["temperature", "alpha_distil", "alpha_ce"], st.one_of(numbers, anything)),
                               anything),  # fmt: skip
@@ -148,6 +149,7 @@ VALID = {
         {m: st.fixed_dictionaries({}, optional={k: typed_value(v) for k, v in DEFAULTS[m].items()})})),  # fmt: skip
     "tracking_uri": st.just("sqlite:///x.db"),
     "save_models": st.booleans(),
+    "measure_speed": st.booleans(),
     "distill": st.booleans(),
     "distillation": st.fixed_dictionaries({}, optional={"temperature": st.floats(0.1, 5.0),
                                                         "alpha_distil": st.floats(0.0, 1.0)}),  # fmt: skip
