@@ -18,7 +18,6 @@ match the cell record within :data:`PARITY_TOLERANCE`.
 
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 from pathlib import Path
@@ -124,7 +123,7 @@ def load_export(folder: Path, sparse: bool = True) -> nn.Module:
 def dense_bytes(model: nn.Module) -> int:
     """Size in bytes of ``model.safetensors`` as ``save_pretrained`` writes the (uncompacted) ``model``."""
     with tempfile.TemporaryDirectory(prefix="bench-size-") as tmp:
-        copy.deepcopy(model).save_pretrained(tmp)
+        model.save_pretrained(tmp)
         return (Path(tmp) / DENSE_FILE).stat().st_size
 
 
@@ -190,14 +189,14 @@ def evaluate_export(folder: Path, cell, record: dict[str, Any], task) -> dict[st
 
     from transformers import DataCollatorWithPadding, Trainer
 
-    from bench.execute import FINAL, _examples, load_tokenizer
+    from bench.execute import load_tokenizer
     from bench.task import Featurization
     from bench.training import training_arguments
 
     budget = replace(cell.budget, **record.get("final_budget", {}))
     feats = Featurization(budget.max_length, budget.doc_stride)
     tokenizer = load_tokenizer(str(folder))
-    eval_examples = _examples(json.dumps(cell.task, sort_keys=True), FINAL, cell.seed)[1]
+    eval_examples = task.eval_examples()
     with tempfile.TemporaryDirectory(prefix="bench-parity-") as workdir:
         trainer = Trainer(
             model=load_export(folder),
