@@ -107,7 +107,8 @@ def load_export(folder: Path, sparse: bool = True) -> nn.Module:
     from transformers import AutoConfig
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file() or "compact_shapes" not in (folder / "config.json").read_text():
+    config_file = folder / "config.json"
+    if not config_file.is_file() or "compact_shapes" not in json.loads(config_file.read_text()):
         raise BenchError(f"{folder} is not a bench export: expected config.json with compact_shapes (bench export)")
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     auto = getattr(transformers, next(iter(config.auto_map)))

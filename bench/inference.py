@@ -23,13 +23,12 @@ from torch import nn
 CSR_MIN_SPARSITY = 0.85
 
 
-def speed_report(finalized: nn.Module, dense: nn.Module, runs: int | None = None) -> dict[str, Any]:
+def speed_report(finalized: nn.Module, dense: nn.Module) -> dict[str, Any]:
     """Latencies (ms) and speed-ups (dense median / variant median; > 1 is faster) of the variants.
 
     Args:
         finalized: the finalized (un-parametrized) pruned model.
         dense: the same architecture, unpruned.
-        runs: timed runs per variant and batch size (default :data:`bench.speed.RUNS`).
 
     Returns:
         ``{"latency_ms": {"batch_1": {variant: {median_ms, iqr_ms, q1_ms, q3_ms, runs}}, "batch_32": ...},
@@ -43,8 +42,7 @@ def speed_report(finalized: nn.Module, dense: nn.Module, runs: int | None = None
     csr = speed.sparse_csr_copy(compacted, min_sparsity=CSR_MIN_SPARSITY)
     if any(isinstance(module, speed.CSRLinear) for module in csr.modules()):
         models["sparse_csr"] = csr
-    kwargs = {"runs": runs} if runs is not None else {}
-    latency = speed.measure_latency(models, vocab_size=finalized.config.vocab_size, **kwargs)
+    latency = speed.measure_latency(models, vocab_size=finalized.config.vocab_size)
     return {
         "latency_ms": latency,
         "speed_up": speed.speed_ups(latency, reference="dense"),
