@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED_CELLS
 
 
+TRACKING_HELP = "MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db); 'none': no MLflow runs"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruning methods for transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="override the preset's train batch size")
     run.add_argument("--max-length", type=int, help="override the preset's tokens per feature")
     run.add_argument("--learning-rate", type=float, help="override the preset's peak learning rate of the weights")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
+    run.add_argument("--tracking-uri", help=TRACKING_HELP)
     run.add_argument("--save-models", action="store_true", help="save finalized models to OUTPUT/models/<id>")
     run.add_argument(
         "--measure-speed",
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="work on the queued cells of a shared storage until all are done")
     worker.add_argument("--output", type=Path, required=True, help="results folder (shared when cells distil)")
-    worker.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db)")
+    worker.add_argument("--tracking-uri", help=TRACKING_HELP)
     worker.add_argument("--matrix", help="work on this matrix id only (default: every open cell)")
     worker.add_argument("--retry-failed", action="store_true", help="also run cells recorded as failed")
     add_worker_arguments(worker, storage_required=True)
@@ -156,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     results = run_matrix(matrix, log=log, retry_failed=args.retry_failed)
     print(leaderboard.write(matrix.output))
     uri = matrix.tracking_uri or default_tracking_uri(matrix.output)
-    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: mlflow ui --backend-store-uri {uri}")
+    runs = "off (--tracking-uri none)" if uri == "none" else f"mlflow ui --backend-store-uri {uri}"
+    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: {runs}")
     failed = [r for r in results if r["status"] != records.FINISHED]
     for line in failure_summary(failed, len(results)):
         print(line, file=sys.stderr)

@@ -35,6 +35,7 @@ class Run:
         report: for trials, ``report(step, dev_value)`` at a few steps during training (may raise to prune).
         report_steps: the optimizer steps at which ``report`` is called, from the run's total steps.
         masks_to: where to save the finalized model's masks (:mod:`bench.saved_masks`), or None.
+        predictions_to: where to save the per-example eval results (:mod:`bench.predictions`), or None.
         measure_speed: time CPU inference of the finalized model against the dense one (:mod:`bench.inference`).
     """
 
@@ -46,6 +47,7 @@ class Run:
     report_steps: Callable[[int], set[int]] | None = None
     masks_to: Path | None = None
     measure_speed: bool = False
+    predictions_to: Path | None = None
 
 
 @lru_cache(maxsize=4)
@@ -123,10 +125,12 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     started = time.perf_counter()
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
+    schedule = method.pruning_schedule(train_output.global_step)
     method_info = method.finalize(model)
     check_finite(model, train_output.global_step)
     sparsity = measure_sparsity(model)
-    metrics = task.evaluate(trainer, eval_examples, tokenizer, feats)
+    evaluation = task.evaluate_per_example(trainer, eval_examples, tokenizer, feats)
+    judged = judgement(cell, run, task, evaluation, method, method_info, schedule, task_key)
     if run.masks_to is not None:
         save_masks(model, run.masks_to)
     if run.save_to is not None:
@@ -135,7 +139,8 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     deployment = deployment_report(model, task, cell, run)
     return {
         **deployment,
-        "metrics": metrics,
+        **judged,
+        "metrics": evaluation.metrics,
         "primary_metric": task.primary_metric,
         "greater_is_better": task.greater_is_better,
         "sparsity": sparsity.to_dict(),
@@ -147,6 +152,34 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
         "train_features": len(train_features),
         "history": [h for h in trainer.state.log_history if "loss" in h],
     }
+
+
+def judgement(cell: Cell, run: Run, task: Task, evaluation, method, method_info, schedule, task_key: str):
+    """For final runs: the metric intervals, the trivial baseline, the verdicts (:mod:`bench.verdicts`) and the
+    pruning schedule in steps, as record fields; the per-example results go to ``run.predictions_to``."""
+    if run.data != FINAL:
+        return {}
+    from bench import verdicts
+    from bench.predictions import save_predictions
+
+    baseline = _baseline(task_key)
+    summary = verdicts.baseline_summary(baseline, cell.seed)
+    if run.predictions_to is not None:
+        save_predictions(run.predictions_to, evaluation, baseline)
+    ramp = schedule.ramp_steps if schedule is not None else None
+    judged = verdicts.judge(task.primary_metric, task.greater_is_better, evaluation, summary, cell.sparsity,
+                            method_info, ramp, method.min_ramp_steps)  # fmt: skip
+    return {
+        "metric_intervals": verdicts.intervals(evaluation.per_example, cell.seed),
+        "baseline": summary,
+        "verdicts": judged,
+        "schedule": schedule.to_dict() if schedule is not None else None,
+    }
+
+
+@lru_cache(maxsize=16)
+def _baseline(task_key: str):
+    return _task(task_key).trivial_baseline(_examples(task_key, FINAL, 0)[1])
 
 
 def deployment_report(model, task: Task, cell: Cell, run: Run) -> dict[str, Any]:

@@ -77,6 +77,24 @@ def _straight_through(scores: Tensor, mask: Tensor) -> Tensor:
     return _StraightThrough.apply(scores, mask)
 
 
+def kth_value(values: Tensor, k: int, dim: int = -1) -> Tensor:
+    """The ``k``-th smallest entry along ``dim`` (kept as a size-1 dimension when ``values`` is 2-D).
+
+    On CUDA, torch has no deterministic ``kthvalue`` and refuses it under ``torch.use_deterministic_algorithms``
+    (which the Trainer's ``full_determinism`` turns on). Only the *index* of the k-th value can vary between runs
+    (among ties), never the value, and only the value is used here, so determinism is switched off for this one call.
+    """
+    keepdim = values.dim() > 1
+    if values.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
+        return values.kthvalue(k, dim=dim, keepdim=keepdim).values
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        return values.kthvalue(k, dim=dim, keepdim=keepdim).values
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+
+
 def topk_mask(scores: Tensor, sparsity: float) -> Tensor:
     """Boolean mask keeping the ``numel - round(sparsity * numel)`` largest entries of ``scores``.
 
@@ -94,7 +112,7 @@ def topk_mask(scores: Tensor, sparsity: float) -> Tensor:
     if n_pruned == n:
         return torch.zeros_like(scores, dtype=torch.bool)
     flat = scores.detach().flatten()
-    threshold = flat.kthvalue(n_pruned).values
+    threshold = kth_value(flat, n_pruned)
     keep = flat > threshold
     deficit = (n - n_pruned) - int(keep.sum())
     if deficit > 0:  # ties at the threshold: keep the first `deficit` of them
@@ -121,7 +139,7 @@ def topk_masks(scores: Mapping[str, Tensor], sparsity: float) -> dict[str, Tenso
         if n_pruned in (0, n):
             keep = torch.full_like(flat, n_pruned == 0, dtype=torch.bool)
         else:
-            threshold = flat.kthvalue(n_pruned, dim=1, keepdim=True).values
+            threshold = kth_value(flat, n_pruned, dim=1)
             keep = flat > threshold
         for row, name in enumerate(names):
             exact = int(keep[row].sum()) == n - n_pruned

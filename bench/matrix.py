@@ -16,7 +16,7 @@ from bench import registry
 from bench.cell import Cell
 from bench.distillation import Distillation
 from bench.errors import BenchError
-from bench.presets import get_preset, task_settings
+from bench.presets import get_preset, schedule_hparams, task_settings
 from bench.search import search_spec
 from bench.task import Task
 
@@ -96,7 +96,8 @@ def expand(matrix: Matrix) -> list[Cell]:
 
         def cell(method: str, sparsity: float, distillation: dict | None = None) -> Cell:
             method_cls = registry.methods.get(method)
-            hparams = method_cls(sparsity, **matrix.method_hparams.get(method, {})).hparams
+            given = {**schedule_hparams(preset, method_cls.defaults), **matrix.method_hparams.get(method, {})}
+            hparams = method_cls(sparsity, **given).hparams
             search = search_spec(trials, preset["search"]["space"], matrix.search_space, method_cls)
             return Cell(model, method, spec, float(sparsity), seed, budget, hparams, distillation, search=search)  # noqa: B023
 

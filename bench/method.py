@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from bench.errors import BenchError
 from bench.masking import Mask, attach, bake, global_topk_masks, original_weight, topk_masks
 from bench.prunable import PrunableWeight, prunable_weights
-from bench.schedule import cubic_schedule
+from bench.schedule import PruningSchedule
 
 if TYPE_CHECKING:
     import optuna
@@ -42,6 +42,10 @@ class PruningMethod(ABC):
         defaults: the method's hyperparameters with the paper's values; constructor keywords override them.
         trains_weights: False when the pretrained weights stay frozen (only scores and the task head learn).
         prunes: False for the ``dense`` reference, which the matrix runs at sparsity 0 only.
+        min_ramp_steps: the shortest pruning ramp (optimizer steps between the end of the pruning warm-up and the
+            start of the cool-down) at which the method is known to give its own result rather than a collapsed
+            model; cells with a shorter ramp get the ``short schedule`` verdict and a preflight warning. The
+            docstring of each method says where its number comes from (a paper's schedule or a measurement).
 
     Args:
         sparsity: target fraction of exact zeros in the prunable set after :meth:`finalize`, in [0, 1).
@@ -57,6 +61,7 @@ class PruningMethod(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     trains_weights: ClassVar[bool] = True
     prunes: ClassVar[bool] = True
+    min_ramp_steps: ClassVar[int] = 0
 
     def __init__(self, sparsity: float, **hparams: Any):
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
@@ -76,6 +81,7 @@ class PruningMethod(ABC):
                 )
         self.sparsity = float(sparsity)
         self.hparams: dict[str, Any] = {**self.defaults, **hparams}
+        check_schedule_hparams(self.name, self.hparams)
         self.masks: dict[str, Mask] = {}
         self.weights: dict[str, PrunableWeight] = {}
 
@@ -154,16 +160,54 @@ class PruningMethod(ABC):
         """The unmasked weight (out, in) of prunable layer ``name``; a leaf parameter that the optimizer updates."""
         return original_weight(self.weights[name].module)
 
-    def scheduled_sparsity(self, step: int, total_steps: int) -> float:
-        """Target sparsity after ``step`` steps on the cubic schedule (:func:`bench.schedule.cubic_schedule`)."""
-        return cubic_schedule(
-            step,
+    def pruning_schedule(self, total_steps: int) -> PruningSchedule | None:
+        """Where this method prunes in a run of ``total_steps`` optimizer steps, or None when it never prunes.
+
+        Methods with the cubic schedule take their warm-up and cool-down from the hyperparameters
+        ``warmup_frac``/``cooldown_frac`` or, where given, ``warmup_steps``/``cooldown_steps`` (steps win); methods
+        without them prune throughout the run (a ramp of ``total_steps``).
+        """
+        if not self.prunes:
+            return None
+        h = self.hparams
+        if "warmup_frac" not in h and "warmup_steps" not in h:
+            return PruningSchedule(total_steps, 0, total_steps, 0)
+        return PruningSchedule.of(
             total_steps,
-            final=self.sparsity,
-            initial=0.0,
-            warmup_frac=self.hparams.get("warmup_frac", 0.1),
-            cooldown_frac=self.hparams.get("cooldown_frac", 0.2),
+            warmup_frac=h.get("warmup_frac", 0.0),
+            cooldown_frac=h.get("cooldown_frac", 0.0),
+            warmup_steps=h.get("warmup_steps"),
+            cooldown_steps=h.get("cooldown_steps"),
         )
+
+    def scheduled_sparsity(self, step: int, total_steps: int) -> float:
+        """Target sparsity after ``step`` steps on the cubic schedule (:meth:`pruning_schedule`, Zhu & Gupta eq. 1)."""
+        schedule = self.pruning_schedule(total_steps)
+        return schedule.value(step, final=self.sparsity) if schedule else 0.0
+
+
+SCHEDULE_STEP_KEYS = ("warmup_steps", "cooldown_steps")
+
+
+def check_schedule_hparams(method: str, hparams: Mapping[str, Any]) -> None:
+    """Refuse schedule settings that no run could use: step counts that are not None or an integer >= 0, and
+    fractions outside [0, 1) or adding up to 1 or more.
+
+    Raises:
+        BenchError: naming the method, the setting and the valid values.
+    """
+    for key in SCHEDULE_STEP_KEYS:
+        value = hparams.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise BenchError(
+                f"hyperparameter {key!r} of method {method!r} must be null (use the fraction) or an integer >= 0 "
+                f"(optimizer steps), got {value!r}"
+            )
+    if "warmup_frac" in hparams or "cooldown_frac" in hparams:
+        try:
+            PruningSchedule.of(10**6, hparams.get("warmup_frac", 0.0), hparams.get("cooldown_frac", 0.0))
+        except ValueError as err:
+            raise BenchError(f"method {method!r}: {err}") from err
 
 
 def hparam_problem(default: Any, value: Any) -> str | None:

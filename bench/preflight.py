@@ -22,7 +22,9 @@ On a valid matrix the checks cost about a second (the model's config and tokeniz
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -298,6 +300,52 @@ def check_splits(task: Task) -> None:
             flag = "--train-split" if role == "train split" else "--eval-split"
             raise BenchError(f"task {task.name!r}: {role} {spec!r}: {problem} (set by {flag} or 'splits:' in the "
                              "config)")  # fmt: skip
+
+
+# ---- schedules too short for their method (a warning, not a refusal) ----------------------------------------------
+def schedule_warnings(cells: list[Cell]) -> list[str]:
+    """One line per method whose pruning ramp in some cells is shorter than its ``min_ramp_steps``, naming the
+    cells, the ramp they get and the steps they would need. Steps are counted from the train split's example count
+    (a lower bound for QA, where one example can make several windows). Empty when every ramp is long enough or
+    a split size is unknown.
+    """
+    short: dict[str, list[str]] = {}
+    for cell in cells:
+        method_cls = registry.methods.get(cell.method)
+        if not method_cls.prunes or not method_cls.min_ramp_steps:
+            continue
+        examples = train_examples(cell)
+        if examples is None:
+            continue
+        steps = math.ceil(math.ceil(examples / cell.budget.batch_size) * cell.budget.epochs)
+        schedule = method_cls(cell.sparsity, **cell.method_hparams).pruning_schedule(max(1, steps))
+        if schedule is not None and schedule.ramp_steps < method_cls.min_ramp_steps:
+            short.setdefault(cell.method, []).append(f"{cell.label()} ramps {schedule.ramp_steps}")
+    return [
+        f"warning: {len(found)} {method} cell(s) prune over fewer steps than the method needs "
+        f"(min_ramp_steps {registry.methods.get(method).min_ramp_steps}; see its docstring): {'; '.join(found[:4])}"
+        f"{' ...' if len(found) > 4 else ''}. Their results will carry the 'short schedule' verdict; give more "
+        "steps (--epochs, a larger --train-split) or warmup_steps/cooldown_steps"
+        for method, found in short.items()
+    ]
+
+
+def train_examples(cell: Cell) -> int | None:
+    """Examples in the cell's train split spec, from the dataset card's split sizes; None when unknown."""
+    from datasets import ReadInstruction
+
+    spec = cell.task
+    try:
+        sizes = _split_sizes(spec["name"], spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+        parts = ReadInstruction.from_spec(spec["train_split"]).to_absolute(sizes) if sizes else None
+    except (BenchError, ValueError, KeyError, AssertionError):
+        return None
+    return sum(part.to - part.from_ for part in parts) if parts else None
+
+
+@functools.lru_cache(maxsize=32)
+def _split_sizes(name: str, train_split: str, eval_split: str, dev_fraction: float) -> dict[str, int] | None:
+    return registry.tasks.get(name)(train_split, eval_split, dev_fraction).split_sizes()
 
 
 # ---- free disk ---------------------------------------------------------------------------------------------------

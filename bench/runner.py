@@ -31,6 +31,7 @@ from bench import records, registry, stop
 from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
+from bench.predictions import predictions_path
 from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
 from bench.saved_masks import masks_path
 
@@ -48,6 +49,8 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
 
     cells = expand(matrix)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
+    for line in preflight.schedule_warnings(cells):
+        log(line)
     records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
@@ -129,13 +132,13 @@ class Worker:
         poll_seconds: float | None = None,
     ):
         from bench.search import make_storage
-        from bench.tracking import Tracker
+        from bench.tracking import make_tracker
 
         self.queue, self.output, self.log = queue, Path(output), log
         self.name = name or worker_name()
         self.retry_failed = retry_failed
         self.poll_seconds = poll_seconds if poll_seconds is not None else min(5.0, queue.lease_seconds / 4)
-        self.tracker = Tracker(tracking_uri)
+        self.tracker = make_tracker(tracking_uri)
         self.storage = make_storage(queue.url, heartbeat_seconds=max(1, int(queue.lease_seconds / 4)))
         self.durations: list[float] = []
         records.cells_dir(self.output).mkdir(parents=True, exist_ok=True)
@@ -216,7 +219,7 @@ class Worker:
             self.tracker.log_metrics(run_id, tracked_metrics(record), record.get("history", []))
             best = (record.get("search") or {}).get("best_trial")
             tags = {"best_trial": str(best)} if best is not None else {}
-            self.tracker.end(run_id, "FINISHED", tags)
+            self.tracker.end(run_id, "FINISHED", {**tags, **verdict_tags(record)})
         else:
             tags = {"error": record["error"], "status": record["status"]}
             if record.get("traceback"):
@@ -240,7 +243,8 @@ class Worker:
             save = model_dir(self.output, cell.id) if options.get("save_model") else None
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
                 run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id),
-                          measure_speed=bool(options.get("measure_speed")))
+                          measure_speed=bool(options.get("measure_speed")),
+                          predictions_to=predictions_path(self.output, cell.id))
                 result = train_and_evaluate(final, run)
         except DivergenceError as err:
             return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
@@ -266,7 +270,7 @@ class Worker:
                          [TrialCallback(self.tracker, task.primary_metric)], catch=(DivergenceError,))  # fmt: skip
         summary = search.summary(study, time.perf_counter() - started)
         best_run = study.best_trial.user_attrs.get("mlflow_run_id")
-        if best_run:
+        if best_run and self.tracker.client is not None:
             self.tracker.client.set_tag(best_run, "best_trial", "true")
         return summary
 
@@ -342,6 +346,15 @@ def progress_line(index: int, total: int, cell: Cell, durations: list[float]) ->
     return f"[cell {index}/{total}{eta}] {cell.label()} ({cell.id[:12]})"
 
 
+def verdict_tags(record: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of a finished record's verdicts: ``verdict.chance`` = "true"/"false" and so on."""
+    found = record.get("verdicts") or {}
+    tags = {f"verdict.{k}": str(found[k]).lower() for k in ("chance", "projection", "short_schedule") if k in found}
+    if found.get("reached_fraction") is not None:
+        tags["verdict.reached_fraction"] = f"{found['reached_fraction']:.4f}"
+    return tags
+
+
 def tracked_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The record's numbers as flat MLflow metric names."""
     flat = {f"eval/{k}": v for k, v in record["metrics"].items()}
@@ -350,6 +363,8 @@ def tracked_metrics(record: dict[str, Any]) -> dict[str, float]:
     for key in ("train_seconds", "train_examples_per_s", "wall_seconds", "train_steps"):
         if record.get(key) is not None:
             flat[key] = record[key]
+    for metric, interval in (record.get("metric_intervals") or {}).items():
+        flat[f"eval/{metric}_ci_low"], flat[f"eval/{metric}_ci_high"] = interval["low"], interval["high"]
     if record.get("search"):
         flat["search/n_trials"] = record["search"]["n_trials"]
         flat["search/seconds"] = record["search"]["search_seconds"]

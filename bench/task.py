@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from bench.errors import BenchError
 
@@ -33,6 +35,30 @@ class Featurization:
 
     max_length: int = 128
     doc_stride: int = 128
+
+
+@dataclass
+class Evaluation:
+    """What a model (or a trivial baseline) scored on the eval examples, example by example.
+
+    Attributes:
+        metrics: ``{metric: value}`` in the task's units (percent for GLUE and SQuAD).
+        per_example: ``{metric: float array of shape (n_examples,)}``, each example's contribution, so that the
+            metric is the mean of its array (accuracy: 100 or 0; SQuAD F1: that question's F1). It is what the
+            confidence intervals and the paired tests between methods resample (:mod:`bench.stats`). Empty for a
+            task whose metrics do not decompose by example.
+        predictions: shape (n_examples,): the predicted label id or answer text of each example, or None.
+        description: for a trivial baseline, what it predicts (e.g. "majority class 1 of the eval split").
+    """
+
+    metrics: dict[str, float]
+    per_example: dict[str, np.ndarray] = field(default_factory=dict)
+    predictions: np.ndarray | None = None
+    description: str = ""
+
+    def constant_predictions(self) -> bool:
+        """True when every example got the same prediction (a model that fell to one class or one span)."""
+        return self.predictions is not None and len(self.predictions) > 1 and len(set(self.predictions.tolist())) == 1
 
 
 class Task(ABC):
@@ -191,6 +217,26 @@ class Task(ABC):
     ) -> dict[str, float]:
         """Predict on ``examples`` with ``trainer`` and return every name in :attr:`metrics` (as fractions
         or percentages as documented by the task)."""
+
+    def evaluate_per_example(
+        self,
+        trainer: Trainer,
+        examples: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        feats: Featurization,
+    ) -> Evaluation:
+        """:meth:`evaluate` with every example's prediction and metric contributions (:class:`Evaluation`).
+
+        The built-in tasks override it; the default wraps :meth:`evaluate` with no per-example values, so a
+        plugin task that only implements :meth:`evaluate` still runs (its cells then carry no intervals).
+        """
+        return Evaluation(self.evaluate(trainer, examples, tokenizer, feats))
+
+    def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation | None:
+        """The score of a model that learned nothing, on the eval ``examples``: what a cell must beat to be more
+        than chance (majority class for classification, the train mean for regression, empty answers for QA).
+        None when the task defines none (then no cell of it gets the chance verdict from its metric)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Settings that identify the task in a cell id."""

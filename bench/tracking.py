@@ -16,6 +16,12 @@ from typing import Any
 
 EXPERIMENT = "prune-bench"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
+NO_TRACKING = "none"  # --tracking-uri none: no MLflow runs (as the Trainer's report_to="none")
+
+
+def make_tracker(uri: str) -> Tracker | NullTracker:
+    """The tracker for ``uri``: :class:`NullTracker` for ``"none"``, else MLflow at ``uri``."""
+    return NullTracker() if uri == NO_TRACKING else Tracker(uri)
 
 
 def default_tracking_uri(output: Path) -> str:
@@ -99,6 +105,26 @@ class Tracker:
         for key, value in (tags or {}).items():
             self.client.set_tag(run_id, key, value[:5000])
         self.client.set_terminated(run_id, status=status)
+
+
+class NullTracker:
+    """``--tracking-uri none``: records and the study database still hold everything; nothing goes to MLflow and
+    MLflow is not imported. Run ids are None."""
+
+    uri = NO_TRACKING
+    client = None
+
+    def start(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def fail_running(self, *args: Any, **kwargs: Any) -> list[str]:
+        return []
+
+    def end(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class TrialCallback:

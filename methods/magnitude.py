@@ -28,7 +28,7 @@ class Magnitude(PruningMethod):
 
     name = "magnitude"
     description = "gradual magnitude pruning, local top-k of |W| on the cubic schedule (Zhu & Gupta 2017)"
-    defaults = {"warmup_frac": 0.1, "cooldown_frac": 0.2}
+    defaults = {"warmup_frac": 0.1, "cooldown_frac": 0.2, "warmup_steps": None, "cooldown_steps": None}
 
     def make_mask(self, weight: PrunableWeight) -> Mask:
         return Mask(weight.module.weight)

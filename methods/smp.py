@@ -15,6 +15,7 @@ from bench.errors import BenchError
 from bench.masking import Mask, StraightThroughMask, topk_mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+from bench.schedule import PruningSchedule
 
 if TYPE_CHECKING:
     from bench.task import Task
@@ -37,9 +38,12 @@ class SMP(PruningMethod):
         budgets are shared out among the L matrices of one *role* (Q, K, V, attention output, FFN in, FFN out)
         across the encoder layers, so each role, and hence the whole prunable set, keeps exactly v overall;
         p is ``budget_temperature`` (code: 1, or 3-4 at low sparsity);
-      * objective L_CE + λ_R·(v_t/v_f)·R(S) with λ_R = 400 (:meth:`regularization_loss`). R(S) is normalised as
-        in the code's ``regularization(mode="l1")``: the mean over prunable matrices of Σσ(S)/numel. v_t/v_f is
-        the scheduled sparsity over the target (0 → 1 on the cubic ramp);
+      * objective L_CE + λ_t·R(S) with λ_R = 400 (:meth:`regularization_loss`). R(S) is normalised as in the
+        code's ``regularization(mode="l1")``: the mean over prunable matrices of Σσ(S)/numel. λ_t ramps cubically
+        from 0 to λ_R over the whole run, λ_t = λ_R·(1 − (1 − t/T)³): the code (``SMPTrainer.training_step`` in
+        ``smp_trainer.py``) calls ``schedule_threshold`` a second time with a dummy threshold going 0 → 0.1 and
+        zero warm-ups (its scripts set ``--warmup_ratio 0``) and uses that λ, not the one of the sparsity schedule,
+        which reaches its target earlier (T − 6×5,000 steps on GLUE);
       * v follows the cubic schedule of Zhu & Gupta with no warm-up (code: ``--initial_warmup 0``);
       * scores start at 0 (code: ``--mask_init constant --mask_scale 0``) and learn with AdamW at lr 2e-2,
         weight decay 0 (code: ``--mask_scores_learning_rate 2e-2``);
@@ -57,7 +61,7 @@ class SMP(PruningMethod):
       * no knowledge distillation (the paper's best rows use a teacher).
       * schedule lengths are fractions of the run: no warm-up, cool-down ``cooldown_frac`` = 0.2 (the code
         holds the final sparsity for 6×5,000 steps on GLUE, ~40% of a 12-epoch MNLI run, and 5,000 steps on
-        SQuAD, ~18%); λ ramps with the sparsity schedule (the code ramps it over the whole run);
+        SQuAD, ~18%), or optimizer steps (``warmup_steps``/``cooldown_steps``) where given;
       * masks are recomputed once per optimizer step (after it), not in every forward pass;
       * SMP-S budgets are capped at the matrix size and the overflow is shared out among the other matrices
         of the role (the code silently keeps a capped matrix dense and misses the target), then rounded to
@@ -74,6 +78,8 @@ class SMP(PruningMethod):
         "budget_temperature": 1.0,
         "warmup_frac": 0.0,
         "cooldown_frac": 0.2,
+        "warmup_steps": None,
+        "cooldown_steps": None,
     }
     trains_weights = False
 
@@ -101,17 +107,16 @@ class SMP(PruningMethod):
         return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
 
     def regularization_loss(self) -> Tensor | None:
-        """λ_R·(v_t/v_f)·R(S), R(S) = mean over matrices of Σσ(S)/numel; None while the coefficient is 0."""
+        """λ_t·R(S), R(S) = mean over matrices of Σσ(S)/numel; None while λ_t is 0."""
         if self._lambda == 0.0 or not self.masks:
             return None
         per_matrix = [torch.sigmoid(mask.scores).mean() for mask in self.masks.values()]
         return self._lambda * torch.stack(per_matrix).mean()
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
-        sparsity = self.scheduled_sparsity(step, total_steps)
-        ramp = sparsity / self.sparsity if self.sparsity > 0 else 0.0
-        self._lambda = self.hparams["lambda_r"] * ramp
-        self._update(sparsity)
+        whole_run = PruningSchedule(total_steps, 0, total_steps, 0)  # the code's λ ramp: cubic over the whole run
+        self._lambda = whole_run.value(step, final=self.hparams["lambda_r"])
+        self._update(self.scheduled_sparsity(step, total_steps))
 
     def set_final_masks(self) -> dict[str, float]:
         self._update(self.sparsity)

@@ -13,7 +13,6 @@ from torch import Tensor
 from bench.masking import StraightThroughMask, keep_top, min_kept
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
-from bench.schedule import cubic_schedule
 
 MIN_KEEP = 0.005  # every matrix keeps at least 0.5% of its weights (the authors' ThresholdBinarizer)
 
@@ -78,6 +77,8 @@ class SoftMovement(PruningMethod):
         "final_lambda": 400.0,
         "warmup_frac": 0.1,
         "cooldown_frac": 0.2,
+        "warmup_steps": None,
+        "cooldown_steps": None,
     }
 
     def __init__(self, sparsity: float, **hparams: Any):
@@ -93,16 +94,9 @@ class SoftMovement(PruningMethod):
         return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
 
     def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
-        """(τ_t, λ_t) after ``step`` of ``total_steps`` optimizer steps."""
+        """(τ_t, λ_t) after ``step`` of ``total_steps`` optimizer steps (τ on :meth:`pruning_schedule`)."""
         final = self.hparams["final_threshold"]
-        threshold = cubic_schedule(
-            step,
-            total_steps,
-            final=final,
-            initial=0.0,
-            warmup_frac=self.hparams["warmup_frac"],
-            cooldown_frac=self.hparams["cooldown_frac"],
-        )
+        threshold = self.pruning_schedule(total_steps).value(step, final=final)
         return threshold, self.hparams["final_lambda"] * threshold / final
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:

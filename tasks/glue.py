@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.errors import BenchError
-from bench.task import Featurization, Task
+from bench.task import Evaluation, Featurization, Task
 
 if TYPE_CHECKING:
     import datasets
@@ -126,15 +126,50 @@ class GlueTask(Task):
         Raises:
             BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
         """
+        return self.evaluate_per_example(trainer, examples, tokenizer, feats).metrics
+
+    def evaluate_per_example(
+        self,
+        trainer: Trainer,
+        examples: datasets.Dataset,
+        tokenizer: PreTrainedTokenizerBase,
+        feats: Featurization,
+    ) -> Evaluation:
+        """Accuracy, with each example's predicted label and its contribution (100 if right, else 0).
+
+        Raises:
+            BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
+        """
         features = self.featurize(examples, tokenizer, feats, train=False)
-        labels = np.asarray(features["labels"])
+        labels = self.gold_labels(features["labels"])
+        predictions = trainer.predict(features).predictions
+        logits = predictions[0] if isinstance(predictions, tuple) else predictions
+        predicted = np.asarray(logits).argmax(axis=-1)
+        per_example = {"accuracy": 100.0 * (predicted == labels).astype(np.float64)}
+        return Evaluation(classification_metrics(logits, labels), per_example, predicted)
+
+    def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation:
+        """Always the majority class of the eval ``examples`` (ties: the lowest label id).
+
+        Raises:
+            BenchError: ``examples`` has no gold labels.
+        """
+        labels = self.gold_labels(examples["label"])
+        majority = int(np.bincount(labels, minlength=self.num_labels).argmax())
+        predicted = np.full(len(labels), majority)
+        right = 100.0 * (predicted == labels).astype(np.float64)
+        word = f" ({self.label_words[majority]!r})" if majority < len(self.label_words) else ""
+        return Evaluation({"accuracy": float(right.mean())}, {"accuracy": right}, predicted,
+                          f"majority class {majority}{word} of the eval split")  # fmt: skip
+
+    def gold_labels(self, labels: Any) -> np.ndarray:
+        """``labels`` as an int array, refused when the split has none (label -1)."""
+        labels = np.asarray(labels, dtype=np.int64)
         if (labels < 0).any():
             raise BenchError(
                 f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)"
             )
-        predictions = trainer.predict(features).predictions
-        logits = predictions[0] if isinstance(predictions, tuple) else predictions
-        return classification_metrics(logits, labels)
+        return labels
 
 
 class MNLI(GlueTask):

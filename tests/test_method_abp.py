@@ -69,8 +69,17 @@ def test_logit_gradient_is_captured_in_grad_sum_not_in_grad():
 
 def test_initialisation_statistics(tiny_bert):
     theta = flat_logits(prepared(tiny_bert, 0.5))
-    assert abs(theta.mean().item() - 0.01) < 0.002
-    assert abs(theta.var().item() - 0.001) < 0.0001
+    assert abs(theta.mean().item() - 0.1) < 0.002
+    assert abs(theta.var().item() - 0.0009) < 0.0001
+
+
+def test_initial_mask_keeps_at_least_999_per_mille_of_the_weights(tiny_bert):
+    method = prepared(tiny_bert, 0.5)
+    method.step(0, 10)
+    kept = sum(int(mask.mask.sum()) for mask in method.masks.values())
+    total = sum(mask.mask.numel() for mask in method.masks.values())
+    assert kept / total >= 0.999
+    assert method.pruned_fraction() <= 0.001 and not method.stopped
 
 
 # ---- update rule -----------------------------------------------------------------------------------------------
@@ -124,7 +133,7 @@ def test_updates_stop_exactly_when_the_pruned_fraction_reaches_the_target(tiny_b
 
 
 def test_stops_at_step_zero_when_the_initial_logits_already_prune_enough(tiny_bert):
-    method = prepared(tiny_bert, 0.2)  # about 38% of N(0.01, 0.001) is negative
+    method = prepared(tiny_bert, 0.2, init_mean=0.01, init_var=0.001)  # the paper's text: ~38% of θ0 negative
     before = flat_logits(method).clone()
     method.step(0, 10)
     set_flat(method, "grad_sum", torch.ones(before.numel()))

@@ -154,7 +154,7 @@ def test_unknown_variant_is_rejected():
 
 
 # ---- objective -------------------------------------------------------------------------------------------------
-def test_regularization_is_lambda_times_ramp_times_mean_sigmoid(tiny_bert):
+def test_regularization_is_cubic_lambda_over_the_whole_run_times_mean_sigmoid(tiny_bert):
     method = SMP(0.8)
     method.prepare(tiny_bert)
     values = {}
@@ -163,15 +163,16 @@ def test_regularization_is_lambda_times_ramp_times_mean_sigmoid(tiny_bert):
             values[i] = 0.1 * i - 0.5
             mask.scores.fill_(values[i])
     method.step(0, 100)
-    assert method.regularization_loss() is None  # v_0 = 0: no penalty yet
+    assert method.regularization_loss() is None  # λ_0 = 0: no penalty yet
     r = torch.sigmoid(torch.tensor(list(values.values()))).mean().item()
     method.step(100, 100)
     torch.testing.assert_close(method.regularization_loss().item(), 400.0 * r)
-    method.step(40, 100)  # mid-ramp: λ_R · v_t / v_f
-    ramp = method.scheduled_sparsity(40, 100) / 0.8
-    assert 0 < ramp < 1
+    method.step(80, 100)  # the sparsity ramp has ended (cool-down 0.2), λ has not: the code's λ ramps to T
+    assert method.scheduled_sparsity(80, 100) == 0.8
+    torch.testing.assert_close(method.regularization_loss().item(), 400.0 * (1 - 0.2**3) * r)
+    method.step(40, 100)  # λ_R · (1 − (1 − t/T)³)
     penalty = method.regularization_loss()
-    torch.testing.assert_close(penalty.item(), 400.0 * ramp * r)
+    torch.testing.assert_close(penalty.item(), 400.0 * (1 - 0.6**3) * r)
     penalty.backward()
     assert all(mask.scores.grad is not None and (mask.scores.grad > 0).all() for mask in method.masks.values())
 
