@@ -26,7 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     board.add_argument("--reference", action="store_true", help="add the papers' rows where model/task/sparsity match")
     board.set_defaults(func=cmd_leaderboard)
 
-    plot = sub.add_parser("plot", help="Pareto PNG per task and per-layer sparsity heatmaps into OUTPUT/plots")
+    plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
+                          "heatmaps into OUTPUT/plots")  # fmt: skip
     plot.add_argument("output", type=Path)
     plot.add_argument("--cell", action="append", help="heatmap of this cell (id prefix; repeatable); default: one "
                       "per method at its highest sparsity")  # fmt: skip
@@ -56,10 +57,14 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
+    """The long board of ``recs`` (filtered by ``args.task``/``methods``/``sparsity``, with ``--reference`` rows)
+    in ``args.format`` (default md); marks are tested on the predictions in ``args.output``."""
     from bench import reference
     from bench.config import parse_list
-    from bench.formats import filter_cells, long_board, render_board, with_reference
-    from bench.leaderboard import collect, summarize
+    from bench.formats import filter_cells, render_board, with_reference
+    from bench.leaderboard import collect
+    from bench.significance import board as ranked
+    from bench.significance import load_arrays
 
     tasks, methods, sparsities = (
         parse_list(value, kind, flag) if value else None
@@ -67,7 +72,7 @@ def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
                                   (args.sparsity, float, "--sparsity"))
     )  # fmt: skip
     cells = filter_cells(collect(recs), tasks=tasks, methods=methods, sparsities=sparsities)
-    board = long_board(summarize(cells))
+    board = ranked(cells, load_arrays(args.output, cells))
     if args.reference:
         matched = reference.matching(reference.load(), cells)
         if matched.empty:
@@ -82,8 +87,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bench.plots import write_plots
 
     records.require_results(args.output)
-    for path in write_plots(args.output, records.read_records(args.output), args.cell):
+    skipped: list[str] = []
+    for path in write_plots(args.output, records.read_records(args.output), args.cell, log=skipped.append):
         print(path)
+    for line in skipped:
+        print(f"bench: {line}", file=sys.stderr)
     return 0
 
 

@@ -2,20 +2,28 @@
 
 Cells are paired by what they measure, not by cell id, so that two versions of a method (whose package versions
 or hyperparameters change the id) or two machines can be compared: model, method (with "+distill"), task, target
-sparsity and seed. Deltas are B − A.
+sparsity and seed. Deltas are B − A. Where both cells saved their per-example eval results
+(``OUTPUT/predictions``) on the same number of eval examples, ``p`` is the two-sided p-value of the paired sign-flip
+permutation test of :func:`bench.stats.paired_test` on those examples.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from bench import records
 from bench.leaderboard import collect
+from bench.significance import RESAMPLES
 
 PAIR_KEY = ["model", "method", "task", "target_sparsity", "seed"]
+P_NOTE = (
+    f"p: paired sign-flip permutation test on the shared eval examples ({RESAMPLES} resamples; blank where a cell "
+    "has no per-example predictions, or the two evaluated different numbers of examples)."
+)
 
 
 def load_folder(folder: Path) -> pd.DataFrame:
@@ -28,12 +36,18 @@ def load_folder(folder: Path) -> pd.DataFrame:
     return collect(records.read_records(folder))
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+def compare(
+    a: pd.DataFrame, b: pd.DataFrame, arrays_a: dict[str, np.ndarray] | None = None,
+    arrays_b: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Pair the finished cells of ``a`` and ``b`` on :data:`PAIR_KEY`; one row per pair with both values, the
-    delta of the primary metric (points), of the measured encoder sparsity (points) and the wall-time ratio B/A."""
+    delta of the primary metric (points), of the measured encoder sparsity (points), the wall-time ratio B/A and
+    ``p``: :func:`bench.stats.paired_test` of the two cells' per-example values (``arrays_a``/``arrays_b``:
+    ``{cell id: shape (n_examples,)}``, see :func:`bench.significance.load_arrays`), NaN where either is missing or
+    the lengths differ."""
     pairs = a.merge(b, on=PAIR_KEY, suffixes=("_a", "_b"))
     if pairs.empty:
-        return pd.DataFrame(columns=[*PAIR_KEY, "metric", "value_a", "value_b", "delta"])
+        return pd.DataFrame(columns=[*PAIR_KEY, "metric", "value_a", "value_b", "delta", "p"])
     out = pairs[PAIR_KEY].copy()
     out["metric"] = pairs["metric_a"]
     out["value_a"], out["value_b"] = pairs["value_a"], pairs["value_b"]
@@ -41,22 +55,33 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     out["sparsity_a"], out["sparsity_b"] = pairs["encoder_sparsity_a"], pairs["encoder_sparsity_b"]
     out["sparsity_delta"] = pairs["encoder_sparsity_b"] - pairs["encoder_sparsity_a"]
     out["wall_ratio"] = pairs["wall_seconds_b"] / pairs["wall_seconds_a"]
+    out["p"] = [_p((arrays_a or {}).get(x), (arrays_b or {}).get(y)) for x, y in zip(pairs["cell_id_a"],
+                                                                                     pairs["cell_id_b"], strict=True)]
     return out.sort_values(["task", "target_sparsity", "method", "seed"]).reset_index(drop=True)
+
+
+def _p(x: np.ndarray | None, y: np.ndarray | None) -> float:
+    from bench.stats import paired_test
+
+    if x is None or y is None or x.shape != y.shape:
+        return float("nan")
+    return paired_test([x], [y], resamples=RESAMPLES)
 
 
 def render(pairs: pd.DataFrame, only_a: int, only_b: int, names: tuple[str, str]) -> str:
     """A Markdown table of :func:`compare`'s rows, then how many cells only one folder has."""
     a, b = names
-    footer = f"\n\n{len(pairs)} cells in both; {only_a} only in {a}; {only_b} only in {b}. Deltas are B − A."
+    footer = f"\n\n{len(pairs)} cells in both; {only_a} only in {a}; {only_b} only in {b}. Deltas are B − A. {P_NOTE}"
     if pairs.empty:
         return f"(no cells in common){footer}"
     rows = [
         [r.method, r.task, f"{r.target_sparsity:.0%}", r.seed, r.metric, f"{r.value_a:.2f}", f"{r.value_b:.2f}",
-         f"{r.delta:+.2f}", f"{r.sparsity_a:.2%}", f"{r.sparsity_b:.2%}", _ratio(r.wall_ratio)]
+         f"{r.delta:+.2f}", f"{r.sparsity_a:.2%}", f"{r.sparsity_b:.2%}", _ratio(r.wall_ratio),
+         f"{r.p:.3g}" if pd.notna(r.p) else ""]
         for r in pairs.itertuples()
     ]  # fmt: skip
     headers = ["method", "task", "sparsity", "seed", "metric", f"A ({a})", f"B ({b})", "Δ", "sp A", "sp B",
-               "wall B/A"]  # fmt: skip
+               "wall B/A", "p"]  # fmt: skip
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True) + footer
 
 
@@ -66,8 +91,10 @@ def _ratio(value: float) -> str:
 
 def compare_folders(folder_a: Path, folder_b: Path) -> str:
     """Load, pair and render two results folders (see :func:`compare`)."""
+    from bench.significance import load_arrays
+
     a, b = load_folder(folder_a), load_folder(folder_b)
-    pairs = compare(a, b)
+    pairs = compare(a, b, load_arrays(folder_a, a), load_arrays(folder_b, b))
     keys = set(map(tuple, pairs[PAIR_KEY].to_numpy().tolist()))
     only_a = sum(tuple(k) not in keys for k in a[PAIR_KEY].to_numpy().tolist())
     only_b = sum(tuple(k) not in keys for k in b[PAIR_KEY].to_numpy().tolist())

@@ -1,28 +1,34 @@
 """The long leaderboard of ``bench leaderboard --format md|csv|latex|html``, with filters.
 
-One row per (task, target sparsity, method): the primary metric as mean ± std over seeds with the number of seeds,
-the measured encoder sparsity and the parameters remaining, the sparsity the method reached on its own before a
-projection (where it was projected), the HP-search trials and the wall time, then what the sparsity buys: the sparse
-export file's size (and its fraction of the dense file), the share of the pruned weights that compaction removed as
-whole heads and FFN units, and the measured CPU speed-up of the compacted model (and of the sparse-CSR path) over the
-dense one at batch 1 and 32 (``--measure-speed``). Within each (task, target sparsity)
-block of pruned methods the best mean is marked; the dense reference row is kept by every filter.
+One row per (task, target sparsity, method), and per task the dense model and the trivial baseline: the primary
+metric as the mean over seeds with its 95% interval, its verdict marks (:mod:`bench.annotate`) and the number of
+seeds, the measured encoder sparsity and the parameters remaining, the sparsity the method reached on its own before
+a projection (where it was projected), the HP-search trials and the wall time, then what the sparsity buys: the
+sparse export file's size (and its fraction of the dense file), the share of the pruned weights that compaction
+removed as whole heads and FFN units, and the measured CPU speed-up of the compacted model (and of the sparse-CSR
+path) over the dense one at batch 1 and 32 (``--measure-speed``), and the p-value against the column's best. Within
+each (task, target sparsity) block of pruned methods the significance marks of :mod:`bench.significance` are shown;
+the dense and baseline rows are kept by every filter and never ranked. Text formats end with a legend.
 """
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
+from bench.annotate import BOLD, LATEX, known, legend, value_text
 from bench.errors import BenchError
 
 FORMATS = ("md", "csv", "latex", "html")
 _TABLEFMT = {"md": "github", "latex": "latex_raw", "html": "unsafehtml"}
-_BOLD = {"md": "**{}**", "latex": "\\textbf{{{}}}", "html": "<b>{}</b>"}
 HEADERS = ["task", "sparsity", "method", "metric", "value", "n", "encoder sparsity", "params left", "reached",
-           "trials", "wall", "file", "structure", "speed-up b1", "speed-up b32"]  # fmt: skip
+           "trials", "wall", "file", "structure", "speed-up b1", "speed-up b32", "p vs best"]  # fmt: skip
+_ROLE_ORDER = {"dense": 0, "baseline": 1}
+# Names and descriptions are text; the tables are rendered raw so that the bold markup survives.
+_ESCAPE = {"md": str, "latex": lambda text: str(text).translate(LATEX), "html": html.escape}
 
 
 def filter_cells(
@@ -62,20 +68,29 @@ def _check(what: str, wanted: list[str], column: pd.Series) -> None:
             raise BenchError(f"no cells for {what} {name!r}; present: {', '.join(present) or '(none)'}")
 
 
-def long_board(summary: pd.DataFrame) -> pd.DataFrame:
-    """Sorted rows of :func:`bench.leaderboard.summarize` with a boolean ``best`` column (best mean among the
-    pruned methods of each task and target sparsity, in the metric's direction)."""
+def long_board(summary: pd.DataFrame, marks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sorted rows of :func:`bench.leaderboard.summarize` (per task: dense, baseline, then the pruned methods by
+    sparsity and mean, best first in the metric's direction), with the columns of ``marks``
+    (:func:`bench.significance.column_marks`) merged onto the pruned rows: ``mark``, ``p_vs_best``, ``tested``,
+    ``test_note``, and ``best`` (``mark == "best"``). Without ``marks`` no column is tested: nothing is marked."""
+    from bench.significance import MARK_COLUMNS, MISSING
+
     if summary.empty:
-        return summary.assign(best=pd.Series(dtype=bool))
+        return summary.assign(best=pd.Series(dtype=bool), mark=pd.Series(dtype=str))
     out = summary.copy()
-    out["signed"] = out["mean"].where(out["greater_is_better"], -out["mean"])
-    out["dense_first"] = out["method"] != "dense"
-    out = out.sort_values(["task", "dense_first", "target_sparsity", "signed"], ascending=[True, True, True, False])
-    pruned = out["method"] != "dense"
-    top = out[pruned].groupby(["task", "target_sparsity"])["signed"].transform("max")
-    out["best"] = False
-    out.loc[top.index, "best"] = out.loc[top.index, "signed"] == top
-    return out.drop(columns=["signed", "dense_first"]).reset_index(drop=True)
+    out["signed"] = out["mean"].where(out["greater_is_better"].astype(bool), -out["mean"])
+    out["role_order"] = out["role"].map(_ROLE_ORDER).fillna(2)
+    out = out.sort_values(["task", "role_order", "target_sparsity", "signed"], ascending=[True, True, True, False])
+    out = out.drop(columns=["signed", "role_order"]).reset_index(drop=True)
+    if marks is None:
+        pruned = out[out["role"] == "pruned"]
+        marks = pruned[["task", "target_sparsity", "method"]].assign(
+            mark="", p_vs_best=float("nan"), tested=False, test_note=MISSING
+        )
+    out = out.merge(marks[MARK_COLUMNS], on=["task", "target_sparsity", "method"], how="left")
+    out["mark"] = out["mark"].fillna("")
+    out["best"] = out["mark"] == "best"
+    return out
 
 
 def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +106,7 @@ def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
             "task": ref["task"], "target_sparsity": ref["target_sparsity"], "metric": ref["metric"],
             "method": "[paper] " + ref["label"] + " (" + ref["source"] + ", " + ref["table"] + ")",
             "greater_is_better": ref["greater_is_better"], "mean": ref["value"], "std": 0.0, "seeds": 0,
-            "encoder_sparsity": ref["sparsity"], "best": False, "reference": True,
+            "encoder_sparsity": ref["sparsity"], "best": False, "mark": "", "role": "reference", "reference": True,
         }
     )  # fmt: skip
     measured = board.assign(reference=False, _order=range(len(board)))
@@ -102,8 +117,11 @@ def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns=["_order", "_block"]).reset_index(drop=True)
 
 
-def render_board(board: pd.DataFrame, fmt: str) -> str:
-    """``board`` (from :func:`long_board`) as Markdown, CSV (numbers unformatted), LaTeX or an HTML table.
+def render_board(board: pd.DataFrame, fmt: str, with_legend: bool = True) -> str:
+    """``board`` (from :func:`bench.significance.board`) as Markdown, CSV (numbers unformatted, one column per
+    field: ``ci_low``, ``ci_high``, ``chance``, ``projection``, ``reached_fraction``, ``short_schedule``, ``mark``,
+    ``p_vs_best``, ``best`` …), LaTeX or an HTML table; the text formats end with the legend of
+    :func:`bench.annotate.legend` unless ``with_legend`` is False.
 
     Raises:
         BenchError: an unknown format; the message lists :data:`FORMATS`.
@@ -114,22 +132,29 @@ def render_board(board: pd.DataFrame, fmt: str) -> str:
         return board.to_csv(index=False)
     if board.empty:
         return "(no finished cells)"
-    rows = [_row(r, _BOLD[fmt]) for r in board.itertuples()]
-    return tabulate(rows, headers=HEADERS, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    rows = [_row(r, BOLD[fmt], _ESCAPE[fmt]) for r in board.itertuples()]
+    text = tabulate(rows, headers=HEADERS, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    notes = legend(board, fmt) if with_legend else ""
+    return f"{text}\n\n{notes}" if notes else text
 
 
-def _row(r: Any, bold: str) -> list[str]:
-    value = f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.seeds > 1 else "")
-    return [
-        r.task, f"{r.target_sparsity:.0%}", r.method, f"{r.metric} {'↑' if r.greater_is_better else '↓'}",
-        bold.format(value) if r.best else value, str(r.seeds) if r.seeds else "paper", f"{r.encoder_sparsity:.2%}",
+def _row(r: Any, bold: str, escape) -> list[str]:
+    """The text cells of one board row; every cell but the value (which carries the bold markup) is ``escape``d."""
+    role = getattr(r, "role", "pruned")
+    method = f"{r.method} ({r.description})" if role == "baseline" else r.method
+    seeds = {"baseline": "—", "reference": "paper"}.get(role, str(r.seeds))
+    cells = [
+        r.task, "—" if role == "baseline" else f"{r.target_sparsity:.0%}", method,
+        f"{r.metric} {'↑' if r.greater_is_better else '↓'}", None, seeds,
+        _known(r.encoder_sparsity, "{:.2%}".format),
         _known(r.remaining_params, lambda v: f"{v / 1e6:.2f}M of {r.total_params / 1e6:.2f}M"),
         _known(r.reached, "{:.1%}".format), _known(r.trials, "{:.0f}".format),
         _known(r.wall_seconds, "{:.0f} s".format),
         _known(getattr(r, "file_mb", None), lambda v: f"{v:.1f} MB ({r.file_ratio:.0%})"),
         _known(getattr(r, "structured", None), "{:.0%}".format),
-        _speed(r, 1), _speed(r, 32),
+        _speed(r, 1), _speed(r, 32), _known(getattr(r, "p_vs_best", None), "{:.3g}".format),
     ]  # fmt: skip
+    return [value_text(r, bold) if cell is None else escape(cell) for cell in cells]
 
 
 def _speed(r: Any, batch: int) -> str:
@@ -140,4 +165,4 @@ def _speed(r: Any, batch: int) -> str:
 
 
 def _known(value: Any, fmt) -> str:
-    return fmt(value) if value is not None and pd.notna(value) else ""
+    return fmt(value) if known(value) else ""

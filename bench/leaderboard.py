@@ -1,7 +1,9 @@
 """Leaderboards: collect cell records into a DataFrame (pure), then render it (pure).
 
-A row is a method, the dense reference on top; a column is task × target sparsity; a value is the task's
-primary metric, mean ± std over seeds, with the measured encoder sparsity and the number of seeds.
+A row is a method, the dense reference and the task's trivial baseline on top; a column is task × target sparsity;
+a value is the task's primary metric, the mean over seeds with its 95% confidence interval and the number of seeds,
+with the measured encoder sparsity, the verdicts (:mod:`bench.verdicts`) and the significance marks
+(:mod:`bench.significance`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
@@ -22,7 +25,14 @@ SPEED_VARIANTS = ("finalized", "compacted", "sparse_csr")  # timed against dense
 DEPLOYMENT_COLUMNS = ["file_mb", "file_ratio", "structured"] + [
     f"speed_up_b{batch}_{variant}" for batch in (1, 32) for variant in SPEED_VARIANTS
 ]
-COLUMNS += DEPLOYMENT_COLUMNS
+# Per cell: its bootstrap interval of the primary metric, its verdicts (None: unknown, a record from before
+# verdicts), and the task's trivial baseline on the same eval split (None for tasks without one, old records).
+VERDICT_COLUMNS = ["cell_low", "cell_high", "chance", "constant_predictions", "projection", "reached_fraction",
+                   "short_schedule", "ramp_steps", "min_ramp_steps"]  # fmt: skip
+BASELINE_COLUMNS = ["baseline_description", "baseline_value", "baseline_low", "baseline_high"]
+COLUMNS += DEPLOYMENT_COLUMNS + VERDICT_COLUMNS + BASELINE_COLUMNS
+KEYS = ["method", "task", "target_sparsity", "metric", "greater_is_better"]
+BASELINE = "baseline"  # the method name of the trivial-baseline rows
 
 
 def deployment(rec: dict[str, Any]) -> dict[str, float | None]:
@@ -41,6 +51,25 @@ def deployment(rec: dict[str, Any]) -> dict[str, float | None]:
         for variant in SPEED_VARIANTS:
             out[f"speed_up_b{batch}_{variant}"] = speed_up.get(f"batch_{batch}", {}).get(variant)
     return out
+
+
+def judged(rec: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`VERDICT_COLUMNS` and :data:`BASELINE_COLUMNS` of a finished record (None where not recorded).
+
+    Verdicts are read through :func:`bench.verdicts.of_record`; intervals are in the metric's units."""
+    from bench.verdicts import of_record
+
+    primary = rec["primary_metric"]
+    found = of_record(rec)
+    ci = (rec.get("metric_intervals") or {}).get(primary) or {}
+    base = rec.get("baseline") or {}
+    base_ci = (base.get("intervals") or {}).get(primary) or {}
+    return {
+        "cell_low": ci.get("low"), "cell_high": ci.get("high"),
+        **{k: found.get(k) for k in VERDICT_COLUMNS[2:]},
+        "baseline_description": base.get("description"), "baseline_value": (base.get("metrics") or {}).get(primary),
+        "baseline_low": base_ci.get("low"), "baseline_high": base_ci.get("high"),
+    }  # fmt: skip
 
 
 def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -68,15 +97,30 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "trials": (rec.get("search") or {}).get("n_trials", 0),
                 "wall_seconds": rec.get("wall_seconds"),
                 **deployment(rec),
+                **judged(rec),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (method, task, target sparsity)."""
-    keys = ["method", "task", "target_sparsity", "metric", "greater_is_better"]
-    grouped = df.groupby(keys, sort=False)
+    """One row per (method, task, target sparsity) of :func:`collect`'s cells, then one ``baseline`` row per task.
+
+    Columns: the :data:`KEYS`; ``role`` ("dense", "pruned" or "baseline"); ``mean``, ``std`` (over seeds, metric
+    units), ``seeds`` (n); ``ci_low``/``ci_high``: the 95% interval of the mean (Student t over the seeds for
+    n >= 2, else the single cell's bootstrap interval over eval examples; NaN where not recorded); the mean
+    measured ``encoder_sparsity``, ``reached`` (sparsity before the projection, a fraction), parameters, trials,
+    wall time and :data:`DEPLOYMENT_COLUMNS`; the verdicts over seeds:
+    ``chance_seeds`` of ``chance_known`` seeds are chance cells, ``chance`` (at least half are; None when no seed
+    has the verdict), ``projection`` and ``short_schedule`` (at least half of the seeds; None: unknown),
+    ``reached_fraction`` (mean, of the target), ``ramp_steps`` and ``min_ramp_steps``; ``description`` (baseline
+    rows: what the baseline predicts). Baseline rows have ``target_sparsity`` 0 and ``seeds`` 0.
+    """
+    from bench.stats import t_interval
+
+    if df.empty:
+        return pd.DataFrame(columns=[*KEYS, "role", "mean", "std", "seeds", "ci_low", "ci_high"])
+    grouped = df.groupby(KEYS, sort=False)
     out = grouped.agg(
         mean=("value", "mean"),
         std=("value", "std"),
@@ -90,42 +134,85 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         **{column: (column, "mean") for column in DEPLOYMENT_COLUMNS},
     ).reset_index()
     out["std"] = out["std"].fillna(0.0)
-    return out
+    extra = []
+    for key, group in grouped:
+        values = group["value"].to_numpy(dtype=float)
+        interval = t_interval(values) if len(values) >= 2 else (group["cell_low"].iloc[0], group["cell_high"].iloc[0])
+        extra.append({**dict(zip(KEYS, key, strict=True)), "ci_low": _float(interval[0]),
+                      "ci_high": _float(interval[1]), **_verdicts_over_seeds(group)})  # fmt: skip
+    out = out.merge(pd.DataFrame(extra), on=KEYS, how="left")
+    out.insert(len(KEYS), "role", np.where(out["method"] == "dense", "dense", "pruned"))
+    return pd.concat([out, _baseline_rows(df)], ignore_index=True) if df["baseline_value"].notna().any() else out
 
 
-def table(df: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard: rows are methods (dense first), columns are ``task metric @ sparsity``.
+def _float(value: Any) -> float:
+    return float(value) if value is not None and pd.notna(value) else float("nan")
 
-    Dense runs once per task at sparsity 0; its value stands in every sparsity column of its task. The best
-    pruned method of each column is in bold.
-    """
+
+def _majority(column: pd.Series) -> bool | None:
+    known = [bool(v) for v in column if v is not None and pd.notna(v)]
+    return None if not known else 2 * sum(known) >= len(known)
+
+
+def _verdicts_over_seeds(group: pd.DataFrame) -> dict[str, Any]:
+    known = [bool(v) for v in group["chance"] if v is not None and pd.notna(v)]
+    return {
+        "chance_seeds": sum(known), "chance_known": len(known),
+        "chance": None if not known else (sum(known) > 0 and 2 * sum(known) >= len(known)),
+        "projection": _majority(group["projection"]),
+        "reached_fraction": group["reached_fraction"].astype(float).mean(),
+        "short_schedule": _majority(group["short_schedule"]),
+        "ramp_steps": group["ramp_steps"].dropna().max() if group["ramp_steps"].notna().any() else None,
+        "min_ramp_steps": group["min_ramp_steps"].dropna().max() if group["min_ramp_steps"].notna().any() else None,
+    }  # fmt: skip
+
+
+def _baseline_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per task whose cells recorded the trivial baseline (the first such cell's: one eval split)."""
+    rows = []
+    for task, group in df[df["baseline_value"].notna()].groupby("task", sort=False):
+        first = group.iloc[0]
+        rows.append({
+            "method": BASELINE, "task": task, "target_sparsity": 0.0, "metric": first["metric"],
+            "greater_is_better": first["greater_is_better"], "role": "baseline", "mean": float(first["baseline_value"]),
+            "std": float("nan"), "seeds": 0, "ci_low": _float(first["baseline_low"]),
+            "ci_high": _float(first["baseline_high"]), "description": first["baseline_description"],
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def table(df: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The leaderboard of :func:`collect`'s cells: :func:`pivot` of :func:`bench.significance.board`, whose marks
+    are tested on ``arrays`` (``{cell id: per-example values, shape (n_examples,)}``; without them no column is
+    tested and nothing is marked)."""
     if df.empty:
         return pd.DataFrame()
-    from bench.formats import long_board
+    from bench.significance import board
 
-    summary = long_board(summarize(df))
-    pruned = summary[summary["method"] != "dense"]
-    targets = sorted(set(pruned["target_sparsity"])) or [0.0]
+    return pivot(board(df, arrays))
+
+
+def pivot(board: pd.DataFrame) -> pd.DataFrame:
+    """Rows are methods (dense, then the trivial baseline, first), columns are ``task metric @ sparsity``, values
+    are :func:`bench.annotate.cell_text` strings of ``board`` (from :func:`bench.significance.board`).
+
+    Dense and the baseline run once per task; their value stands in every sparsity column of their task.
+    """
+    from bench.annotate import cell_text
+
+    if board.empty:
+        return pd.DataFrame()
+    pruned = board[board["role"] == "pruned"]
+    targets = {task: sorted(set(group["target_sparsity"])) for task, group in pruned.groupby("task")}
     cells: dict[str, dict[str, str]] = {}
-    for row in summary.itertuples():
+    for row in board.itertuples():
         arrow = "↑" if row.greater_is_better else "↓"
-        for target in targets if row.method == "dense" else [row.target_sparsity]:
+        for target in targets.get(row.task, [0.0]) if row.role != "pruned" else [row.target_sparsity]:
             column = f"{row.task} {row.metric}{arrow} @ {target:.0%}"
-            cells.setdefault(row.method, {})[column] = f"**{format_value(row)}**" if row.best else format_value(row)
-    methods = sorted(cells, key=lambda m: (m != "dense", m))
+            cells.setdefault(row.method, {})[column] = cell_text(row)
+    methods = sorted(cells, key=lambda m: (m != "dense", m != BASELINE, m))
     columns = sorted({c for v in cells.values() for c in v}, key=_column_order)
     return pd.DataFrame([[cells[m].get(c, "") for c in columns] for m in methods], index=methods, columns=columns)
-
-
-def format_value(row: Any) -> str:
-    spread = f" ± {row.std:.2f}" if row.seeds > 1 else ""
-    reached = f", reached {row.reached:.1%}" if pd.notna(row.reached) else ""
-    file = f", {row.file_mb:.0f} MB" if pd.notna(row.file_mb) else ""
-    speed = f", {row.speed_up_b1_compacted:.2f}× b1" if pd.notna(row.speed_up_b1_compacted) else ""
-    return (
-        f"{row.mean:.2f}{spread} (n={row.seeds}, sp {row.encoder_sparsity:.1%}{reached}, "
-        f"{row.remaining_params / 1e6:.1f}M{file}{speed})"
-    )
 
 
 def _column_order(column: str) -> tuple[str, float]:
@@ -137,23 +224,17 @@ def render(board: pd.DataFrame, fmt: str = "github") -> str:
     """Render :func:`table` output with tabulate (``github`` for Markdown)."""
     if board.empty:
         return "(no finished cells)"
-    return tabulate(board, headers=["method", *board.columns], tablefmt=fmt)
-
-
-LEGEND = (
-    "Values: primary metric, mean ± std over seeds (n = seeds), then the measured encoder sparsity "
-    "(exact zeros in Q, K, V, O, FFN in/out), for methods that project onto the target the sparsity they "
-    "reached on their own before the projection, and the total parameters remaining; then the size of the sparse "
-    "export file (bench export) and, for cells run with --measure-speed, the compacted model's CPU speed-up over "
-    "the dense one at batch 1 (median latency ratio, 128 tokens; see bench leaderboard --format csv for the rest)."
-)
+    return tabulate(board, headers=["method", *board.columns], tablefmt=fmt, disable_numparse=True)
 
 
 def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per-cell details: id, status, measured sparsity, search effort and best parameters, MLflow run."""
+    """Per-cell details: id, status, measured sparsity, verdicts, search effort and best parameters, MLflow run."""
+    from bench.verdicts import labels, of_record
+
     rows = []
     for rec in cell_records:
         cell, search = rec["cell"], rec.get("search") or {}
+        finished = rec.get("status") == records.FINISHED
         rows.append(
             {
                 "cell": rec["id"][:12],
@@ -163,6 +244,7 @@ def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
                 "seed": cell["seed"],
                 "status": _status(rec),
                 "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
+                "verdicts": "; ".join(labels(of_record(rec))) if finished else "",
                 "trials": search.get("n_trials", 0),
                 "best params": _params(search.get("best_params")),
                 "wall s": f"{rec.get('wall_seconds', 0):.0f}",
@@ -185,13 +267,22 @@ def _params(params: dict[str, Any] | None) -> str:
 
 
 def write(output: Path) -> str:
-    """Collect ``output/cells``, write ``leaderboard.md`` (table, legend, cell details) and ``leaderboard.csv``;
-    return the table's Markdown."""
+    """Collect ``output/cells``, test the marks on ``output/predictions``, write ``leaderboard.md`` (table, legend,
+    cell details) and ``leaderboard.csv`` (one row per finished cell); return the table's Markdown.
+
+    Raises:
+        BenchError: a corrupt record or predictions file, naming it.
+    """
+    from bench.annotate import legend
+    from bench.significance import board, load_arrays
+
     cell_records = records.read_records(output)
     df = collect(cell_records)
-    markdown = render(table(df))
+    ranked = board(df, load_arrays(output, df))
+    markdown = render(pivot(ranked))
     cells = details(cell_records)
     cell_table = tabulate(cells, headers="keys", tablefmt="github", showindex=False) if not cells.empty else ""
-    Path(output, "leaderboard.md").write_text(f"{markdown}\n\n{LEGEND}\n\n## Cells\n\n{cell_table}\n")
+    text = f"{markdown}\n\n{legend(ranked, 'md')}\n\n## Cells\n\n{cell_table}\n"
+    Path(output, "leaderboard.md").write_text(text)
     df.to_csv(Path(output, "leaderboard.csv"), index=False)
     return markdown

@@ -1,17 +1,21 @@
 """``bench plot``: the Pareto view (metric against remaining weights) per task, and per-layer sparsity heatmaps.
 
 The Pareto plot is the view of Sanh, Wolf & Rush (2020), Figure 2: the primary metric against the fraction of
-encoder weights remaining (log x-axis), one line per method with error bars over seeds, the dense model as a
-horizontal line. The heatmap is layer × matrix type (Q, K, V, O, FFN in, FFN out) of one cell's saved masks: the
-"topology" comparison of Gao, Colombo & Wang (2021).
+encoder weights remaining (log x-axis), one line per method with 95% interval bars, the dense model as a dashed and
+the task's trivial baseline as a dotted horizontal line; chance rows are hollow markers. The heatmap is layer ×
+matrix type (Q, K, V, O, FFN in, FFN out) of one cell's saved masks: the "topology" comparison of Gao, Colombo &
+Wang (2021). The critical-difference diagram (Demšar 2006) ranks the pruned methods over all task@sparsity columns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from bench.annotate import is_true
 from bench.errors import BenchError
 from bench.leaderboard import collect, summarize
 from bench.records import find_cell
@@ -31,28 +35,68 @@ def _pyplot():
 
 def pareto_figure(summary: pd.DataFrame, task: str):
     """The Pareto figure of ``task`` from :func:`bench.leaderboard.summarize` rows (x: remaining fraction of the
-    encoder's prunable weights, measured; y: mean primary metric with ± std bars)."""
+    encoder's prunable weights, measured; y: mean primary metric with its 95% interval as bars, none where not
+    recorded; hollow markers: chance rows; dashed: dense; dotted: the trivial baseline)."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
     plt = _pyplot()
     rows = summary[summary["task"] == task]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     metric = rows["metric"].iloc[0]
-    for method, group in rows[rows["method"] != "dense"].groupby("method"):
+    pruned = rows[rows["role"] == "pruned"]
+    for method, group in pruned.groupby("method"):
         group = group.assign(remaining=1.0 - group["encoder_sparsity"]).sort_values("remaining")
-        ax.errorbar(group["remaining"], group["mean"], yerr=group["std"], marker="o", capsize=3, label=method)
-    for _, dense in rows[rows["method"] == "dense"].iterrows():
+        low = (group["mean"] - group["ci_low"]).fillna(0.0).clip(lower=0.0)
+        high = (group["ci_high"] - group["mean"]).fillna(0.0).clip(lower=0.0)
+        line = ax.errorbar(group["remaining"], group["mean"], yerr=[low, high], capsize=3, label=method)[0]
+        chance = np.array([is_true(v) for v in group["chance"]], dtype=bool)
+        for hollow in (False, True):
+            part = group[chance == hollow]
+            ax.plot(part["remaining"], part["mean"], "o", linestyle="none", color=line.get_color(),
+                    markerfacecolor="none" if hollow else line.get_color())  # fmt: skip
+    for _, dense in rows[rows["role"] == "dense"].iterrows():
         ax.axhline(dense["mean"], color="black", linestyle="--", linewidth=1, label=f"dense ({dense['mean']:.1f})")
+    for _, base in rows[rows["role"] == "baseline"].iterrows():
+        ax.axhline(base["mean"], color="gray", linestyle=":", linewidth=1.5,
+                   label=f"baseline: {base['description']} ({base['mean']:.1f})")  # fmt: skip
+    remaining = sorted(set(1.0 - pruned["encoder_sparsity"]))
+    if len(remaining) == 1 and remaining[0] > 0:  # one x only: a log axis needs a range around it
+        ax.set_xlim(remaining[0] / 1.5, min(1.0, remaining[0] * 1.5))
+    handles, _ = ax.get_legend_handles_labels()
+    if any(is_true(v) for v in pruned["chance"]):
+        handles.append(Line2D([], [], marker="o", linestyle="none", color="gray", markerfacecolor="none",
+                              label="hollow: chance (within the baseline's interval)"))  # fmt: skip
     ax.set_xscale("log")
     percent = FuncFormatter(lambda value, _: f"{value:.0%}" if value >= 0.01 else f"{value:.1%}")
     ax.xaxis.set_major_formatter(percent)
     ax.xaxis.set_minor_formatter(percent)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("encoder weights remaining (measured, log scale)")
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"{metric} (%), 95% intervals")
     ax.set_title(f"{task}: {metric} against remaining weights")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def critical_difference_figure(result: dict):
+    """The critical-difference diagram of a :func:`bench.significance.critical_difference` result: mean ranks of
+    the pruned methods over the columns (rank 1 = best), bars joining methods the Nemenyi test cannot tell apart."""
+    from bench.stats import critical_difference_plot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.2, 0.35 * len(result["mean_ranks"]) + 2.0), dpi=120)
+    critical_difference_plot(result, ax)
+    from bench.report import friedman_text
+
+    friedman = friedman_text(result["friedman_p"])
+    fig.suptitle(
+        f"mean rank of the pruned methods over {result['n_blocks']} task@sparsity columns (1 = best)\n"
+        f"Friedman p = {friedman}; Nemenyi critical difference {result['critical_difference']:.2f} "
+        f"(α = {result['alpha']}): methods joined by a bar do not differ significantly", fontsize=8
+    )
     fig.tight_layout()
     return fig
 
@@ -85,9 +129,16 @@ def default_heatmap_cells(records: list[dict]) -> list[dict]:
     return [chosen[m] for m in sorted(chosen)]
 
 
-def write_plots(output: Path, records: list[dict], cells: list[str] | None = None) -> list[Path]:
-    """Write ``OUTPUT/plots/pareto-<task>.png`` per task and ``heatmap-<method>-<cell id>.png`` for the chosen cells
-    (``cells``: id prefixes; default :func:`default_heatmap_cells` that have saved masks). Returns the paths.
+CD_FILE = "critical-difference.png"
+
+
+def write_plots(
+    output: Path, records: list[dict], cells: list[str] | None = None, log: Callable[[str], None] = lambda line: None
+) -> list[Path]:
+    """Write ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
+    with at least 3 task@sparsity columns; else ``log`` gets one line saying why it was skipped) and
+    ``heatmap-<method>-<cell id>.png`` for the chosen cells (``cells``: id prefixes; default
+    :func:`default_heatmap_cells` that have saved masks). Returns the paths.
 
     Raises:
         BenchError: no finished cells; a chosen cell without saved masks (cells run before masks were saved).
@@ -101,6 +152,14 @@ def write_plots(output: Path, records: list[dict], cells: list[str] | None = Non
     written = []
     for task in sorted(summary["task"].unique()):
         written.append(_save(plt, pareto_figure(summary, task), folder / f"pareto-{task}.png"))
+    from bench.significance import critical_difference
+
+    result, reason = critical_difference(summary)
+    (folder / CD_FILE).unlink(missing_ok=True)  # never leave a stale diagram of an earlier, larger matrix
+    if result is None:
+        log(reason)
+    else:
+        written.append(_save(plt, critical_difference_figure(result), folder / CD_FILE))
     if cells:
         chosen = [find_cell(records, prefix) for prefix in cells]
     else:

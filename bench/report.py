@@ -1,7 +1,9 @@
 """``bench report DIR``: one self-contained ``report.html`` (no external files: plots are embedded as base64 PNG).
 
-It holds the leaderboard (with the paper reference rows that match, when the reference folder is there), the
-Pareto plots and the per-layer heatmaps, per-cell details (configuration, best HP-search parameters, measured
+It holds the leaderboard (95% intervals, verdicts, the trivial baseline rows, significance marks and their legend,
+with the paper reference rows that match, when the reference folder is there), the Pareto plots, the
+critical-difference diagram of the pruned methods over all columns (with the Friedman p and the critical
+difference), the per-layer heatmaps, per-cell details (configuration, verdicts, best HP-search parameters, measured
 sparsity, MLflow run id) and the failed or diverged cells with their errors and tracebacks.
 """
 
@@ -33,18 +35,20 @@ def build_report(output: Path) -> Path:
     Raises:
         BenchError: ``output`` holds no records.
     """
-    from bench.plots import write_plots
+    from bench.plots import CD_FILE, write_plots
 
     output = Path(output)
     records.require_results(output)
     recs = records.read_records(output)
     finished = [r for r in recs if r.get("status") == records.FINISHED]
     plots = write_plots(output, recs) if finished else []
+    cd = [p for p in plots if p.name == CD_FILE]
     sections = [
         f"<h1>prune-bench report: {html.escape(output.name)}</h1>",
         f"<p class=muted>{len(recs)} cells: {len(finished)} finished, {len(recs) - len(finished)} not.</p>",
-        "<h2>Leaderboard</h2>", leaderboard_html(recs),
-        "<h2>Plots</h2>", *(image_html(p) for p in plots),
+        "<h2>Leaderboard</h2>", leaderboard_html(recs, output),
+        "<h2>Plots</h2>", *(image_html(p) for p in plots if p.name != CD_FILE),
+        "<h2>Methods over all columns</h2>", ranks_html(recs, cd[0] if cd else None),
         "<h2>Cells</h2>", cells_html(recs),
         "<h2>Failures</h2>", failures_html(recs),
     ]  # fmt: skip
@@ -55,20 +59,47 @@ def build_report(output: Path) -> Path:
     return path
 
 
-def leaderboard_html(recs: list[dict[str, Any]]) -> str:
+def leaderboard_html(recs: list[dict[str, Any]], output: Path | None = None) -> str:
+    """The long board of ``recs`` as an HTML table with its legend; marks are tested on ``output``'s predictions
+    (None: nothing is tested)."""
     from bench import reference
-    from bench.formats import long_board, render_board, with_reference
-    from bench.leaderboard import LEGEND, collect, summarize
+    from bench.formats import render_board, with_reference
+    from bench.leaderboard import collect
+    from bench.significance import board as ranked
+    from bench.significance import load_arrays
 
     cells = collect(recs)
     if cells.empty:
         return "<p>(no finished cells)</p>"
-    board = long_board(summarize(cells))
+    board = ranked(cells, load_arrays(output, cells) if output is not None else None)
     try:
         board = with_reference(board, reference.matching(reference.load(), cells))
     except BenchError:
         pass  # no reference folder next to this installation: measured rows only
-    return render_board(board, "html") + f"<p class=muted>{html.escape(LEGEND)} [paper]: published values.</p>"
+    return render_board(board, "html")
+
+
+def ranks_html(recs: list[dict[str, Any]], diagram: Path | None) -> str:
+    """The critical-difference diagram with the Friedman p and the critical difference, or why there is none."""
+    from bench.leaderboard import collect, summarize
+    from bench.significance import critical_difference
+
+    cells = collect(recs)
+    result, reason = critical_difference(summarize(cells)) if not cells.empty else (None, "no finished cells")
+    if result is None or diagram is None:
+        return f"<p class=muted>{html.escape(reason or 'no diagram')}.</p>"
+    ranks = ", ".join(f"{m} {r:.2f}" for m, r in result["mean_ranks"].items())
+    return (
+        image_html(diagram) + f"<p>Friedman test over {result['n_blocks']} task@sparsity columns: p = "
+        f"{friedman_text(result['friedman_p'])}; Nemenyi critical difference {result['critical_difference']:.2f} ranks "
+        f"(α = {result['alpha']}). Mean ranks (1 = best, on the row means): {html.escape(ranks)}. Methods joined by "
+        "a bar are not significantly different.</p>"
+    )
+
+
+def friedman_text(p: float) -> str:
+    """The Friedman p-value, or why there is none (it needs at least 3 methods)."""
+    return f"{p:.3g}" if p == p else "not defined (it needs at least 3 methods)"
 
 
 def image_html(path: Path) -> str:
@@ -77,13 +108,16 @@ def image_html(path: Path) -> str:
 
 
 def cells_html(recs: list[dict[str, Any]]) -> str:
+    from bench.verdicts import labels, of_record
+
     rows = []
     for rec in recs:
         cell, search = rec["cell"], rec.get("search") or {}
         config = {k: cell.get(k) for k in ("model", "budget", "method_hparams", "distillation")}
+        verdict = "; ".join(labels(of_record(rec))) if rec.get("status") == records.FINISHED else ""
         rows.append({
             "cell": rec["id"][:12], "method": cell["method"], "task": cell["task"]["name"],
-            "target": f"{cell['sparsity']:.0%}", "seed": cell["seed"], "status": rec["status"],
+            "target": f"{cell['sparsity']:.0%}", "seed": cell["seed"], "status": rec["status"], "verdicts": verdict,
             "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
             "params left": f"{rec['sparsity']['remaining_params']:,}" if "sparsity" in rec else "",
             "best params": json.dumps(search.get("best_params")) if search else "",

@@ -86,6 +86,9 @@ class AdaptingByPruning(PruningMethod):
       * stop: once the fraction of pruned weights (θ ≤ 0) reaches the target, θ is frozen; the final mask is
         1[θ > 0]. The task head is trained by the runner's AdamW as usual.
 
+    ``min_ramp_steps`` = 25,000: abp prunes from the first step until its stop rule (its ramp is the whole run); the
+    paper's SST-2 run is 3 epochs at batch 8, 25,256 steps (appendix Table 1).
+
     Implementation: θ is a parameter of each mask module, handed to the optimizer in a group with lr 0 only so
     that the runner treats it as the method's own trainable parameter; its gradient is captured by a hook
     (:class:`LogitMask`) and the update is applied by hand in :meth:`step`, after every optimizer step.
@@ -103,6 +106,7 @@ class AdaptingByPruning(PruningMethod):
     """
 
     name = "abp"
+    min_ramp_steps = 25_000
     description = "adapting by pruning: frozen weights, mask logits theta -= alpha*grad + gamma (Gao et al. 2021)"
     defaults = {
         "alpha": 2e-5,

@@ -108,6 +108,9 @@ class RPP(PruningMethod):
         round(sparsity·numel) zeros in a matrix: when it would, the entries among the largest |z| that it zeroed
         keep their AdamW value z for that step (:func:`cap_zeros`).
       * The reweighting period is a number of optimizer steps (the paper's outer iterations).
+
+    ``min_ramp_steps`` = 0 (none declared): the paper prunes during pre-training and gives no fine-tuning schedule to
+    ground a minimum on.
     """
 
     name = "rpp"

@@ -58,6 +58,10 @@ class SoftMovement(PruningMethod):
     --mask_scale 0.``, so σ(S) = 0.5 at the start), score lr 1e-2, τ_f = 0.1, λ_f = 400, warm-up/cool-down of
     1× and 2× the lr warm-up (here 0.1 and 0.2 of the run). The weights are fine-tuned with the task's lr.
 
+    ``min_ramp_steps`` = 39,000: the threshold ramp of the authors' SQuAD run (the same schedule as movement's, see
+    :class:`methods.movement.Movement`). Measured here (results/readme-budget): at ramps of 210 to 1,680 steps the
+    penalty prunes well under the target on its own and the final projection does most of the pruning.
+
     Departures:
       * The sparsity soft movement reaches is set by λ, not by the target. :meth:`set_final_masks` therefore
         projects onto the target with a global top-k on S over all matrices (the same ranking as the global
@@ -69,6 +73,7 @@ class SoftMovement(PruningMethod):
     """
 
     name = "soft_movement"
+    min_ramp_steps = 39_000
     description = "soft movement pruning: sigma(S) > tau with an L1 penalty on sigma(S), tau cubic 0 -> 0.1 (Sanh 2020)"
     defaults = {
         "mask_lr": 1e-2,

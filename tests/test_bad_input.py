@@ -102,7 +102,7 @@ def test_unknown_method_or_task_says_did_you_mean(capsys, tmp_path, args, words)
 
 def test_unknown_preset_says_did_you_mean(capsys, tmp_path):
     code, err, out = bench(capsys, tmp_path, *BASE, "--preset", "quik")
-    assert_refused(code, err, "--preset", "unknown preset 'quik'", "did you mean 'quick'", "paper, quick")
+    assert_refused(code, err, "--preset", "unknown preset 'quik'", "did you mean 'quick'", "paper, proxy, quick")
     assert not out.exists()
 
 

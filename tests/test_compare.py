@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench import records
-from bench.compare import compare, compare_folders
+from bench.compare import P_NOTE, compare, compare_folders
 from bench.errors import BenchError
 from bench.leaderboard import collect
 from tests.test_leaderboard import RECORDS, record
@@ -41,6 +41,29 @@ def test_compare_folders_renders_deltas_and_counts_unpaired(tmp_path):
     text = compare_folders(a, b)
     assert "| movement | mnli   | 90%        | 0      | accuracy | 70.00 " in text
     assert "+0.00" in text
-    assert text.endswith("2 cells in both; 3 only in " + str(a) + "; 1 only in " + str(b) + ". Deltas are B − A.")
+    assert text.endswith(f"2 cells in both; 3 only in {a}; 1 only in {b}. Deltas are B − A. {P_NOTE}")
+    assert "| p " in text.splitlines()[0] and P_NOTE.startswith("p: paired sign-flip permutation test on the shared")
     with pytest.raises(BenchError, match="no results in"):
         compare_folders(a, tmp_path / "nothing")
+
+
+def test_compare_prints_the_paired_test_p_where_both_cells_saved_predictions(tmp_path):
+    import numpy as np
+
+    from tests.test_significance_board import new_record, write
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    right = 100.0 * (np.arange(500) < 400)
+    worse = right.copy()
+    worse[300:400] = 0.0  # B loses 100 answers that A had: p is tiny
+    write(a, new_record("alpha", 0.9, 0, right), right)
+    write(b, new_record("alpha", 0.9, 0, worse), worse)
+    write(a, new_record("beta", 0.9, 0, right), right)
+    write(b, new_record("beta", 0.9, 0, right), right, predictions=False)
+    text = compare_folders(a, b)
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+             for line in text.splitlines()[2:] if line.startswith("|")}  # fmt: skip
+    assert 0 < float(cells["alpha"][-1]) <= 0.001 and cells["alpha"][7] == "-20.00"
+    assert cells["beta"][-1] == "", "no predictions in B: the p cell is blank"
+    pairs = compare(collect(records.read_records(a)), collect(records.read_records(a)))
+    assert pairs["p"].isna().all(), "no per-example arrays given: no p"

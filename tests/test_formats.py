@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bench.errors import BenchError
 from bench.formats import filter_cells, long_board, render_board
 from bench.leaderboard import collect, summarize
+from bench.significance import board as ranked
 from tests.test_leaderboard import RECORDS, record
 
 LOWER_IS_BETTER = record("movement", "toy", 0.9, 0, 3.0, 0.9)
@@ -24,36 +26,63 @@ def board(recs=RECORDS, **filters):
     return long_board(summarize(filter_cells(collect(recs), **filters)))
 
 
-def test_rows_dense_first_then_ranked_with_the_best_pruned_value_marked():
+def first(k: int, n: int = 1000) -> np.ndarray:
+    """Per-example accuracy (0/100) with the first ``k`` of ``n`` examples right."""
+    return 100.0 * (np.arange(n) < k)
+
+
+def ranked_board(recs=RECORDS):
+    """RECORDS with per-example results: movement's right answers are a superset of l0's, so it is best."""
+    cells = collect(recs)
+    ids = dict(zip(zip(cells["method"], cells["seed"], strict=True), cells["cell_id"], strict=True))
+    return ranked(cells, {ids["movement", 0]: first(700), ids["movement", 1]: first(720), ids["l0", 0]: first(600)})
+
+
+def test_rows_dense_first_then_ranked_and_unmarked_without_predictions():
     b = board()
     assert list(b["method"]) == ["dense", "movement", "l0"]
-    assert list(b["best"]) == [False, True, False], "dense is the reference, never 'best'"
+    assert list(b["best"]) == [False, False, False] and set(b["mark"]) == {""}, "nothing tested: nothing marked"
+    assert b["tested"].tolist()[1:] == [False, False]
     assert b.loc[1, "std"] == pytest.approx(1.41421356) and b.loc[1, "seeds"] == 2
 
 
+def test_rows_dense_first_then_ranked_with_the_tested_best_marked():
+    b = ranked_board()
+    assert list(b["method"]) == ["dense", "movement", "l0"]
+    assert list(b["best"]) == [False, True, False], "dense is the reference, never 'best'"
+    assert b.loc[2, "p_vs_best"] < 0.001 and pd.isna(b.loc[1, "p_vs_best"])
+
+
 def test_best_follows_the_metric_direction():
-    b = board([LOWER_IS_BETTER, LOWER2])
+    cells = collect([LOWER_IS_BETTER, LOWER2])
+    noise = np.random.default_rng(0).normal(0, 0.1, 300)
+    b = ranked(cells, {LOWER_IS_BETTER["id"]: 3.0 + noise, "other": 5.0 + noise})
     assert b.loc[b["best"], "method"].tolist() == ["movement"], "3.0 beats 5.0 when lower is better"
     assert "toy ↓" in render_board(b, "md")
 
 
 @pytest.mark.parametrize(
     ("fmt", "bold", "marker"),
-    [("md", "**71.00 ± 1.41**", "| task"), ("latex", "\\textbf{71.00 ± 1.41}", "\\begin{tabular}"),
-     ("html", "<b>71.00 ± 1.41</b>", "<table>")],
+    [("md", "**71.00 [58.3, 83.7]**", "| task"), ("latex", "\\textbf{71.00 [58.3, 83.7]}", "\\begin{tabular}"),
+     ("html", "<b>71.00 [58.3, 83.7]</b>", "<table>")],
 )  # fmt: skip
 def test_text_formats_mark_the_best_and_show_every_column(fmt, bold, marker):
-    text = render_board(board(), fmt)
+    text = render_board(ranked_board(), fmt)
     assert marker in text and bold in text and text.count(bold) == 1
-    for header in ("value", "n", "encoder sparsity", "params left", "reached", "trials", "wall"):
+    for header in ("value", "n", "encoder sparsity", "params left", "reached", "trials", "wall", "p vs best"):
         assert header in text
-    assert "accuracy ↑" in text and "85.0%" in text, "arrow, and the sparsity l0 reached before projection"
+    reached = "85.0\\%" if fmt == "latex" else "85.0%"  # a bare % starts a LaTeX comment
+    assert "accuracy ↑" in text and reached in text, "arrow, and the sparsity l0 reached before projection"
+    assert "Paired sign-flip permutation test" in text, "the legend under the table"
 
 
 def test_csv_keeps_numbers_and_the_best_flag():
-    frame = pd.read_csv(io.StringIO(render_board(board(), "csv")))
+    frame = pd.read_csv(io.StringIO(render_board(ranked_board(), "csv")))
     assert frame.loc[frame["method"] == "movement", "mean"].item() == 71.0
-    assert frame["best"].tolist() == [False, True, False]
+    assert frame.loc[frame["method"] == "movement", ["ci_low", "ci_high"]].to_numpy().round(2).tolist() == [
+        [58.29, 83.71]
+    ]
+    assert frame["best"].tolist() == [False, True, False] and frame["mark"].fillna("").tolist() == ["", "best", ""]
 
 
 def test_filters_keep_dense_and_refuse_values_that_match_nothing():
@@ -79,7 +108,7 @@ def test_reference_rows_sit_after_their_block_marked_and_never_best():
     b = with_reference(board(), matched)
     assert list(b["method"]) == ["dense", "movement", "l0", "[paper] movement (Sanh et al. 2020, Table 2)"]
     assert not b["best"].iloc[-1] and b["reference"].tolist() == [False, False, False, True]
-    last = [c.strip() for c in render_board(b, "md").splitlines()[-1].strip("|").split("|")]
+    last = [c.strip() for c in render_board(b, "md", with_legend=False).splitlines()[-1].strip("|").split("|")]
     assert last[2:7] == ["[paper] movement (Sanh et al. 2020, Table 2)", "accuracy ↑", "79.30", "paper", "90.00%"]
 
 

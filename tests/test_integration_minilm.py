@@ -48,7 +48,7 @@ def test_bench_run_on_minilm_writes_records_and_leaderboard(tmp_path, capsys):
     assert board in printed, "bench run prints the leaderboard"
     assert "mnli accuracy↑ @ 90%" in board and "squad f1↑ @ 90%" in board
     rows = [line.split("|")[1].strip() for line in board.splitlines()[2:] if line.startswith("|")]
-    assert rows == ["dense", "magnitude", "movement"]
+    assert rows == ["dense", "baseline", "magnitude", "movement"]
     assert board.count("sp 90.0%") == 4 and board.count("sp 0.0%") == 2
 
     # The leaderboard command renders the same table from the records alone.

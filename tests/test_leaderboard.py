@@ -1,4 +1,5 @@
-"""Leaderboard collection and rendering are pure functions of the cell records."""
+"""Leaderboard collection and rendering are pure functions of the cell records (here: records from before
+intervals, verdicts and per-example predictions were kept; tests/test_significance_board.py has the new ones)."""
 
 from __future__ import annotations
 
@@ -30,16 +31,31 @@ DISTILLED["cell"]["distillation"] = {"temperature": 2.0, "teacher": "x"}
 def test_distilled_cells_get_their_own_row():
     board = table(collect([*RECORDS, DISTILLED]))
     assert list(board.index) == ["dense", "l0", "movement", "movement +distill"]
-    assert board.loc["movement +distill"].iloc[0].startswith("**75.00 (n=1")
+    assert board.loc["movement +distill"].iloc[0].startswith("75.00 [—] n=1"), "one seed, no recorded interval"
 
 
-def test_table_puts_dense_on_top_with_mean_std_and_measured_sparsity():
+def test_table_puts_dense_on_top_with_mean_interval_n_and_measured_sparsity():
     board = table(collect(RECORDS))
-    assert list(board.index) == ["dense", "l0", "movement"], "failed cells are left out, dense first"
+    assert list(board.index) == ["dense", "l0", "movement"], "failed cells are left out, dense first; no baseline"
     assert list(board.columns) == ["mnli accuracy↑ @ 90%"]
-    assert board.loc["dense"].iloc[0] == "81.00 ± 1.41 (n=2, sp 0.0%, 2.0M)"
-    assert board.loc["movement"].iloc[0] == "**71.00 ± 1.41 (n=2, sp 90.0%, 2.0M)**", "the best pruned value is bold"
-    assert board.loc["l0"].iloc[0] == "60.00 (n=1, sp 90.0%, reached 85.0%, 2.0M)"
+    # two seeds: mean ± t(0.975, 1) * s / sqrt(2) = 81 ± 12.706 * 1.414 / 1.414
+    assert board.loc["dense"].iloc[0] == "81.00 [68.3, 93.7] n=2 (sp 0.0%, 2.0M)"
+    assert board.loc["movement"].iloc[0] == "71.00 [58.3, 83.7] n=2 (sp 90.0%, 2.0M)", (
+        "the highest mean is not bold: without per-example predictions nothing is tested"
+    )
+    assert board.loc["l0"].iloc[0] == "60.00 [—] n=1 (sp 90.0%, reached 85.0%, 2.0M)"
+
+
+def test_table_bolds_only_a_tested_best():
+    import numpy as np
+
+    cells = collect(RECORDS)
+    ids = dict(zip(zip(cells["method"], cells["seed"], strict=True), cells["cell_id"], strict=True))
+    first = lambda k: 100.0 * (np.arange(1000) < k)  # noqa: E731 - l0's right answers are a subset of movement's
+    arrays = {ids["movement", 0]: first(700), ids["movement", 1]: first(720), ids["l0", 0]: first(600)}
+    board = table(cells, arrays)
+    assert board.loc["movement"].iloc[0] == "**71.00 [58.3, 83.7]** n=2 (sp 90.0%, 2.0M)"
+    assert "**" not in board.loc["l0"].iloc[0] and "**" not in board.loc["dense"].iloc[0]
 
 
 def test_render_is_markdown():

@@ -22,9 +22,13 @@ def test_plots_one_pareto_per_task_and_one_heatmap_per_method(tmp_path, tiny_mod
     chosen = default_heatmap_cells(recs)
     assert [(r["cell"]["method"], r["cell"]["sparsity"]) for r in chosen] == [("magnitude", 0.9), ("movement", 0.9)]
 
-    written = write_plots(matrix.output, recs)
+    skipped: list[str] = []
+    written = write_plots(matrix.output, recs, log=skipped.append)
     names = sorted(p.name for p in written)
     assert names[-1] == "pareto-sst2.png" and len(names) == 3
+    assert skipped == ["critical-difference diagram skipped: 2 task@sparsity column(s), and the Friedman/Nemenyi "
+                       "comparison needs at least 3"]  # fmt: skip
+    assert not (matrix.output / "plots" / "critical-difference.png").exists()
     assert names[0].startswith("heatmap-magnitude-") and names[1].startswith("heatmap-movement-")
     for path in written:
         with Image.open(path) as image:

@@ -55,7 +55,10 @@ def test_report_is_one_self_contained_page_with_table_plots_cells_and_failures(r
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
     assert images[0] == "pareto-sst2" and sum(i.startswith("heatmap-movement") for i in images) == 1
     assert not re.search(r'(src|href)="(?!data:)', page), "no external files"
-    assert "accuracy ↑" in page and "<b>" in page, "direction arrow; the best pruned value in bold"
+    assert "accuracy ↑" in page, "direction arrow"
+    assert "<td>baseline (majority class" in page and "Paired sign-flip permutation test" in page, "baseline, legend"
+    assert "critical-difference diagram skipped: 2 task@sparsity column(s)" in page
+    assert "<th>verdicts</th>" in page
     assert page.count("<b>failed</b>") == 2 and "boom for the report" in page and "Traceback" in page
     assert page.count("<tr>") >= 5
 

@@ -1,0 +1,133 @@
+"""Significance marks per leaderboard column and the Friedman/Nemenyi comparison over columns.
+
+A column is a task × target sparsity. Its pruned methods that are not chance rows (:func:`bench.leaderboard.summarize`)
+are ranked by :func:`bench.stats.rank_column` on their per-example eval results
+(``OUTPUT/predictions/<cell id>.npz``, :func:`bench.predictions.per_example`), seeds paired by seed number over the
+seeds every ranked method has. A column whose methods lack those results (records from before they were saved) is
+not tested and gets no mark at all, never an untested "best".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.annotate import is_true
+from bench.errors import BenchError
+
+ALPHA = 0.05
+# Sign-flip resamples per paired test. 2000 bounds p below by 1e-3, so a Holm-corrected comparison of up to ~25
+# methods in one column can still reach 0.05, and keeps SQuAD-sized columns (3 seeds x 10570 questions) to a few
+# seconds per method on two cores; scipy's 10000 default costs five times that.
+RESAMPLES = 2000
+MISSING = "no per-example predictions: cells from before they were saved"
+MARK_COLUMNS = ["task", "target_sparsity", "method", "mark", "p_vs_best", "tested", "test_note"]
+
+
+def load_arrays(output: Path, cells: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``{cell id: per-example values of its primary metric, shape (n_examples,)}`` for the cells of
+    :func:`bench.leaderboard.collect` that saved predictions (others are left out).
+
+    Raises:
+        BenchError: a predictions file that cannot be read, naming it.
+    """
+    from bench.predictions import per_example
+
+    found = {}
+    for cell_id, metric in cells[["cell_id", "metric"]].itertuples(index=False):
+        values = per_example(output, cell_id, metric)
+        if values is not None:
+            found[cell_id] = np.asarray(values, dtype=float)
+    return found
+
+
+def column_marks(
+    summary: pd.DataFrame, cells: pd.DataFrame, arrays: dict[str, np.ndarray] | None, alpha: float = ALPHA,
+    resamples: int = RESAMPLES, seed: int = 0,
+) -> pd.DataFrame:
+    """The marks of every pruned row of ``summary`` (:func:`bench.leaderboard.summarize` of ``cells``).
+
+    Returns:
+        DataFrame with :data:`MARK_COLUMNS`: ``mark`` "best", "tie" or "" (from :func:`bench.stats.rank_column`;
+        always "" for chance rows and in untested columns), ``p_vs_best`` (Holm-adjusted p against the column's best,
+        NaN where not tested), ``tested`` (the column's test ran; True for a column with fewer than two rankable
+        methods, where there is nothing to test) and ``test_note`` (why not, else "").
+    """
+    from bench.stats import rank_column
+
+    rows = []
+    pruned = summary[summary["role"] == "pruned"]
+    for (task, target), block in pruned.groupby(["task", "target_sparsity"], sort=False):
+        ranked = [r.method for r in block.itertuples() if not is_true(r.chance)]
+        mine = cells[(cells["task"] == task) & (cells["target_sparsity"] == target)]
+        tested, note, marks = True, "", {}
+        if len(ranked) >= 2:
+            per_method = {m: _seed_arrays(mine[mine["method"] == m], arrays or {}) for m in ranked}
+            common = sorted(set.intersection(*(set(found) for found in per_method.values())))
+            if not common:
+                tested, note = False, MISSING
+            else:
+                scores = {m: [found[s] for s in common] for m, found in per_method.items()}
+                try:
+                    frame = rank_column(scores, bool(block["greater_is_better"].iloc[0]), alpha, resamples, seed)
+                    marks = {r.method: (r.mark, r.p_vs_best) for r in frame.itertuples()}
+                except ValueError as err:
+                    tested, note = False, f"per-example results do not line up: {err}"
+        for r in block.itertuples():
+            mark, p = marks.get(r.method, ("", math.nan))
+            rows.append((task, target, r.method, mark, p, tested, note))
+    return pd.DataFrame(rows, columns=MARK_COLUMNS)
+
+
+def _seed_arrays(cells: pd.DataFrame, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
+    return {int(seed): arrays[cell_id] for cell_id, seed in cells[["cell_id", "seed"]].itertuples(index=False)
+            if cell_id in arrays}  # fmt: skip
+
+
+def board(cells: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The long leaderboard of :func:`bench.leaderboard.collect`'s ``cells``: :func:`bench.formats.long_board` of
+    their summary with the :func:`column_marks` tested on ``arrays`` (``{cell id: (n_examples,) values}``, e.g.
+    :func:`load_arrays`; None: nothing tested)."""
+    from bench.formats import long_board
+    from bench.leaderboard import summarize
+
+    summary = summarize(cells)
+    if summary.empty:
+        return long_board(summary)
+    return long_board(summary, column_marks(summary, cells, arrays))
+
+
+def critical_difference(summary: pd.DataFrame, alpha: float = ALPHA) -> tuple[dict[str, Any] | None, str]:
+    """Friedman test and Nemenyi critical difference (:func:`bench.stats.friedman_nemenyi`) of the pruned methods
+    over the leaderboard columns, on the row means of ``summary`` (lower-is-better metrics negated, so rank 1 is
+    always the best).
+
+    Blocks are the columns ``task@sparsity``; methods that lack a column are left out when at least two methods
+    have every column (else the incomplete columns are). Returns ``(result, "")``, with ``result["table"]`` the
+    (blocks × methods) table used, or ``(None, reason)`` when fewer than 3 columns or 2 methods are comparable.
+    """
+    from bench.stats import friedman_nemenyi
+
+    pruned = summary[summary["role"] == "pruned"] if not summary.empty else summary
+    if pruned.empty:
+        return None, "critical-difference diagram skipped: no pruned methods"
+    signed = pruned["mean"].where(pruned["greater_is_better"].astype(bool), -pruned["mean"])
+    blocks = pruned["task"] + "@" + pruned["target_sparsity"].map("{:.0%}".format)
+    table = pd.DataFrame({"block": blocks, "method": pruned["method"], "value": signed}).pivot_table(
+        index="block", columns="method", values="value", aggfunc="mean"
+    )
+    if len(table) < 3:
+        return None, (f"critical-difference diagram skipped: {len(table)} task@sparsity column(s), and the "
+                      "Friedman/Nemenyi comparison needs at least 3")  # fmt: skip
+    complete = table.columns[table.notna().all()]
+    if len(complete) >= 2:
+        table = table[complete]
+    try:
+        result = friedman_nemenyi(table, greater_is_better=True, alpha=alpha)
+    except BenchError as err:
+        return None, f"critical-difference diagram skipped: {err}"
+    return {**result, "table": table}, ""
