@@ -20,16 +20,18 @@ from bench.errors import BenchError
 from bench.registry import unknown_name_message
 
 QUICK_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The shared knobs' search ranges for MiniLM-sized models (a preset's copy must not be edited in place).
+SMALL_MODEL_SPACE = {
+    "learning_rate": {"low": 3e-5, "high": 3e-4, "log": True},
+    "warmup_ratio": {"low": 0.0, "high": 0.2},
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "MiniLM-L6 on slices of train/eval, 1 epoch: minutes per cell on a 2-core CPU",
         # Search is off by default so that the six-cell main job fits 20 minutes on 2 cores; --trials N turns it
         # on (each trial costs about one cell).
-        "search": {"trials": 0, "space": {
-            "learning_rate": {"low": 3e-5, "high": 3e-4, "log": True},
-            "warmup_ratio": {"low": 0.0, "high": 0.2},
-        }},  # fmt: skip
+        "search": {"trials": 0, "space": SMALL_MODEL_SPACE},
         "model": QUICK_MODEL,
         "budget": Budget(epochs=1, batch_size=32, learning_rate=2e-4, warmup_ratio=0.1, max_length=128),
         "tasks": {
@@ -44,10 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "proxy": {
         "description": "SST-2 proxy of the paper's schedule: full train, length 64, batch 16, 2 epochs (~8.4k steps)",
-        "search": {"trials": 0, "space": {
-            "learning_rate": {"low": 3e-5, "high": 3e-4, "log": True},
-            "warmup_ratio": {"low": 0.0, "high": 0.2},
-        }},  # fmt: skip
+        "search": {"trials": 0, "space": SMALL_MODEL_SPACE},
         "model": QUICK_MODEL,
         "budget": Budget(epochs=2, batch_size=16, learning_rate=1e-4, warmup_ratio=0.06, max_length=64),
         # Pruning warm-up 1.5k steps, cubic ramp until 70% of the run, cool-down 30% (2.5k steps at 2 epochs).

@@ -49,8 +49,6 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
 
     cells = expand(matrix)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
-    for line in preflight.schedule_warnings(cells):
-        log(line)
     records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
@@ -58,9 +56,13 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
                            for c in cells])  # fmt: skip
     adopt_finished(queue, matrix.output, cells)
-    skipped = skipped_line(queue.cells(mid), len(cells), retry_failed)
+    rows = queue.cells(mid)
+    skipped = skipped_line(rows, len(cells), retry_failed)
     if skipped:
         log(skipped)
+    done = {r.cell_id for r in rows if r.state in TERMINAL and not (retry_failed and r.state == FAILED)}
+    for line in preflight.schedule_warnings([c for c in cells if c.id not in done]):
+        log(line)  # only for the cells that will run
     tracking = matrix.tracking_uri or default_tracking_uri(matrix.output)
     worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
     worker.work(mid)

@@ -89,34 +89,10 @@ def cubic_schedule(
     cooldown_frac: float = 0.2,
 ) -> float:
     """Value of the scheduled quantity (target sparsity, threshold ...) after ``step`` optimizer steps, with
-    warm-up and cool-down as fractions of the run (:class:`PruningSchedule` for the general form).
-
-    Args:
-        step: optimizer steps taken so far, 0 ≤ step (steps past ``total_steps`` return ``final``).
-        total_steps: optimizer steps in the whole run, > 0.
-        final: value reached at ``(1 - cooldown_frac) * total_steps`` and held after.
-        initial: value held during the warm-up.
-        warmup_frac: fraction of ``total_steps`` held at ``initial``, in [0, 1).
-        cooldown_frac: fraction of ``total_steps`` held at ``final``, in [0, 1); warm-up + cool-down < 1.
-
-    Returns:
-        initial + (final - initial) * (1 - (1 - p)^3), with p the progress through the ramp in [0, 1].
+    warm-up and cool-down as fractions of the run: ``PruningSchedule.of(total_steps, warmup_frac,
+    cooldown_frac).value(step, final, initial)`` (:class:`PruningSchedule`; warm-up and cool-down rounded to steps).
 
     Raises:
-        ValueError: on a non-positive ``total_steps`` or fractions outside the ranges above.
+        ValueError: on a non-positive ``total_steps`` or fractions outside [0, 1) or adding up to 1 or more.
     """
-    if total_steps <= 0:
-        raise ValueError(f"total_steps must be positive, got {total_steps}")
-    if not (0 <= warmup_frac < 1 and 0 <= cooldown_frac < 1 and warmup_frac + cooldown_frac < 1):
-        raise ValueError(
-            f"need 0 <= warmup_frac, cooldown_frac and warmup_frac + cooldown_frac < 1, "
-            f"got warmup_frac={warmup_frac}, cooldown_frac={cooldown_frac}"
-        )
-    start = warmup_frac * total_steps
-    end = (1.0 - cooldown_frac) * total_steps
-    if step <= start:
-        return initial
-    if step >= end:
-        return final
-    remaining = 1.0 - (step - start) / (end - start)
-    return final + (initial - final) * remaining**3
+    return PruningSchedule.of(total_steps, warmup_frac, cooldown_frac).value(step, final, initial)

@@ -207,7 +207,6 @@ class Task(ABC):
         does not take). Implementations use ``Dataset.map`` so results are cached by fingerprint.
         """
 
-    @abstractmethod
     def evaluate(
         self,
         trainer: Trainer,
@@ -216,7 +215,15 @@ class Task(ABC):
         feats: Featurization,
     ) -> dict[str, float]:
         """Predict on ``examples`` with ``trainer`` and return every name in :attr:`metrics` (as fractions
-        or percentages as documented by the task)."""
+        or percentages as documented by the task). A task implements this or :meth:`evaluate_per_example`; the
+        default of each calls the other.
+
+        Raises:
+            NotImplementedError: the task implements neither.
+        """
+        if type(self).evaluate_per_example is Task.evaluate_per_example:
+            raise NotImplementedError(f"task {self.name!r} implements neither evaluate nor evaluate_per_example")
+        return self.evaluate_per_example(trainer, examples, tokenizer, feats).metrics
 
     def evaluate_per_example(
         self,
@@ -230,6 +237,8 @@ class Task(ABC):
         The built-in tasks override it; the default wraps :meth:`evaluate` with no per-example values, so a
         plugin task that only implements :meth:`evaluate` still runs (its cells then carry no intervals).
         """
+        if type(self).evaluate is Task.evaluate:
+            raise NotImplementedError(f"task {self.name!r} implements neither evaluate nor evaluate_per_example")
         return Evaluation(self.evaluate(trainer, examples, tokenizer, feats))
 
     def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation | None:

@@ -114,20 +114,6 @@ class GlueTask(Task):
             desc=f"featurize {self.name}",
         )
 
-    def evaluate(
-        self,
-        trainer: Trainer,
-        examples: datasets.Dataset,
-        tokenizer: PreTrainedTokenizerBase,
-        feats: Featurization,
-    ) -> dict[str, float]:
-        """``{"accuracy": percent}`` of ``trainer``'s model on ``examples`` (:func:`classification_metrics`).
-
-        Raises:
-            BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
-        """
-        return self.evaluate_per_example(trainer, examples, tokenizer, feats).metrics
-
     def evaluate_per_example(
         self,
         trainer: Trainer,

@@ -267,16 +267,6 @@ class SQuAD(Task):
             desc=f"featurize squad ({'train' if train else 'eval'})",
         )
 
-    def evaluate(
-        self,
-        trainer: Trainer,
-        examples: datasets.Dataset,
-        tokenizer: PreTrainedTokenizerBase,
-        feats: Featurization,
-    ) -> dict[str, float]:
-        """``{"exact_match": percent, "f1": percent}`` of ``trainer``'s model on ``examples``."""
-        return self.evaluate_per_example(trainer, examples, tokenizer, feats).metrics
-
     def evaluate_per_example(
         self,
         trainer: Trainer,

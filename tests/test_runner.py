@@ -123,7 +123,7 @@ def test_search_runs_trials_per_cell_tracks_them_nested_and_retrains_the_best(tm
         assert search["n_trials"] == 2 and len(search["trials"]) == 2
         assert rec["final_budget"]["learning_rate"] == search["best_params"]["learning_rate"]
         if rec["cell"]["method"] == "movement":
-            assert rec["final_hparams"]["mask_lr"] == search["best_params"]["mask_lr"]
+            assert rec["final_hparams"]["warmup_frac"] == search["best_params"]["warmup_frac"]
         assert rec["train_features"] == 48, "the final model trains on the full train split"
 
     client = MlflowClient(tracking_uri=f"sqlite:///{matrix.output.resolve() / 'mlflow.db'}")
@@ -138,4 +138,4 @@ def test_search_runs_trials_per_cell_tracks_them_nested_and_retrains_the_best(tm
     assert {t["mlflow_run_id"] for rec in results for t in rec["search"]["trials"]} == by_run
     leaderboard.write(matrix.output)
     details = (matrix.output / "leaderboard.md").read_text().split("## Cells")[1]
-    assert "learning_rate=" in details and "mask_lr=" in details
+    assert "learning_rate=" in details and "warmup_frac=" in details

@@ -84,8 +84,9 @@ def train_masks(model, mask_lr: float, steps: int = 6) -> dict[str, torch.Tensor
 
 
 def test_movement_mask_lr_cannot_change_the_masks_so_it_is_not_searched():
-    from tests.conftest import tiny_config
     from transformers import BertForSequenceClassification
+
+    from tests.conftest import tiny_config
 
     torch.manual_seed(1)
     state = BertForSequenceClassification(tiny_config()).state_dict()

@@ -23,7 +23,7 @@ def fake_objective(cell: Cell, calls: list):
     def objective(trial):
         budget, hparams = sample(trial, cell.search, MOVEMENT)
         calls.append(trial.number)
-        return -abs(budget["learning_rate"] - 1e-4) - abs(hparams["mask_lr"] - 1e-2)
+        return -abs(budget["learning_rate"] - 1e-4) - abs(hparams["warmup_frac"] - 0.1)
 
     return objective
 
@@ -74,15 +74,17 @@ def test_resume_after_interruption_adds_only_missing_trials(tmp_path):
 
 
 def test_narrowing_fixes_and_narrows_knobs():
-    spec = search_spec(4, SHARED, {"warmup_ratio": 0.05, "learning_rate": {"high": 2e-5}, "mask_lr": 0.02}, MOVEMENT)
+    magnitude = registry.methods.get("magnitude")  # its space: cooldown_frac
+    narrowing = {"warmup_ratio": 0.05, "learning_rate": {"high": 2e-5}, "cooldown_frac": 0.25}
+    spec = search_spec(4, SHARED, narrowing, magnitude)
     assert spec["space"]["warmup_ratio"] == 0.05
     assert spec["space"]["learning_rate"] == {"low": 1e-5, "high": 2e-5, "log": True}
-    assert spec["method_space"] == {"mask_lr": 0.02}
+    assert spec["method_space"] == {"cooldown_frac": 0.25}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     trial = study.ask()
-    budget, hparams = sample(trial, spec, MOVEMENT)
+    budget, hparams = sample(trial, spec, magnitude)
     assert budget["warmup_ratio"] == 0.05 and 1e-5 <= budget["learning_rate"] <= 2e-5
-    assert hparams == {"mask_lr": 0.02} and "mask_lr" not in trial.params, "a fixed knob is not sampled"
+    assert hparams == {"cooldown_frac": 0.25} and "cooldown_frac" not in trial.params, "a fixed knob is not sampled"
     assert search_spec(0, SHARED, {}, MOVEMENT) is None
 
 

@@ -104,3 +104,23 @@ def test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictio
                                                                        "cooldown_steps")) == 3
     assert by_method["movement"]["verdicts"]["short_schedule"]
     assert not by_method["magnitude"]["verdicts"]["short_schedule"]
+
+
+def test_a_task_implements_evaluate_or_evaluate_per_example_and_gets_the_other():
+    from bench.task import Task
+
+    class Neither(Task):
+        name = "neither"
+        build_model = featurize = None
+
+    class OnlyMetrics(Neither):
+        def evaluate(self, trainer, examples, tokenizer, feats):
+            return {"accuracy": 50.0}
+
+    with pytest.raises(NotImplementedError, match="neither evaluate nor evaluate_per_example"):
+        Neither().evaluate(None, None, None, None)
+    with pytest.raises(NotImplementedError):
+        Neither().evaluate_per_example(None, None, None, None)
+    found = OnlyMetrics().evaluate_per_example(None, None, None, None)
+    assert found.metrics == {"accuracy": 50.0} and found.per_example == {} and not found.constant_predictions()
+    assert OnlyMetrics().trivial_baseline(None) is None
