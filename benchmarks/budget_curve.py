@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 SST2_TRAIN = 67_349
+UNREGULARIZED = ("dense", "magnitude", "movement")  # soft movement's loss includes its λ-weighted penalty
 BATCH = 16
 
 
@@ -153,16 +154,21 @@ def plot(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
     if df["baseline"].notna().any():
         ax.axhline(df["baseline"].dropna().iloc[0], color="grey", linestyle=":", label="majority class")
     ax.set_xscale("log")
-    ax.set_xlabel("optimizer steps (batch 16)")
+    ticks = sorted(table["steps"].unique())
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("optimizer steps (batch 16); error bars: 95% CI (t over seeds, or bootstrap for one seed)")
     ax.set_ylabel("SST-2 accuracy (%)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     paths = [out / "budget-curve.png"]
     fig.savefig(paths[0], dpi=120, bbox_inches="tight")
     plt.close(fig)
-    largest = df[df["steps"] == df["steps"].max()]
+    pruned_steps = df.loc[df["ramp"].notna(), "steps"]
+    largest = df[df["steps"] == (pruned_steps.max() if not pruned_steps.empty else df["steps"].max())]
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    for (method, seed), rows in largest.groupby(["method", "seed"]):
+    first_seed = largest[(largest["seed"] == largest["seed"].min()) & largest["method"].isin(UNREGULARIZED)]
+    for (method, seed), rows in first_seed.groupby(["method", "seed"]):
         history = pd.DataFrame(rows["history"].iloc[0])
         if not history.empty:
             ax.plot(history["step"], history["loss"], label=f"{method} #{seed}", linewidth=1)
@@ -171,8 +177,9 @@ def plot(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
         start, ramp = int(pruned["warmup"].iloc[0]), int(pruned["ramp"].iloc[0])
         ax.axvspan(start, start + ramp, color="grey", alpha=0.1, label="pruning ramp")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.set_title(f"training loss at {int(largest['steps'].iloc[0])} steps; {title}", fontsize=9)
+    ax.set_ylabel("training loss (task loss; logged every 10 steps)")
+    ax.axhline(math.log(2), color="grey", linestyle=":", linewidth=1, label="ln 2 (chance)")
+    ax.set_title(f"training loss (first seed) at {int(largest['steps'].iloc[0])} steps; {title}", fontsize=9)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
     paths.append(out / "loss-curves.png")
     fig.savefig(paths[1], dpi=120, bbox_inches="tight")
@@ -206,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="default: the quick preset's MiniLM")
     parser.add_argument("--eval-split", default="validation")
     parser.add_argument("--parallel", type=int, default=1, help="bench run processes at a time")
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per process (0: leave as is)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS per process (0: leave as is); one "
+                        "thread per process and --parallel = cores: OpenMP threads spin, so processes that share "
+                        "cores with more threads than cores slow each other down several times")
     parser.add_argument("--deadline", type=float, default=0, help="seconds; launch no run that would end later")
     parser.add_argument("--seconds-per-step", type=float, default=0.5, help="first guess, before a run finishes")
     parser.add_argument("--tracking-uri", default=None)
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no finished cells", file=sys.stderr)
         return 1
     title = (f"SST-2, {args.model or 'all-MiniLM-L6-v2'}, {args.sparsity:.0%} sparsity, length 64, lr 1e-4; "
-             f"{df['seed'].nunique()} seed(s)")  # fmt: skip
+             f"up to {df['seed'].nunique()} seeds per point")  # fmt: skip
     for path in plot(df, out, title):
         print(f"wrote {path}")
     print(markdown(df))
