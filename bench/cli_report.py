@@ -2,7 +2,9 @@
 
 None of them trains anything; they read ``OUTPUT/cells`` (and ``OUTPUT/masks``) and write tables, PNGs and HTML.
 Bad input (a folder without results, a filter that matches nothing, an unknown format) raises BenchError, which
-the CLI turns into one line and exit code 2.
+the CLI turns into one line and exit code 2. A record that cannot be read (hand-edited, foreign, a NaN or string
+metric, a corrupt predictions or mask file) does not stop them: it is skipped, named on stderr with its field, and
+counted (:func:`bench.records.read_records`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from bench.formats import FORMATS
 
     board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
-    board.add_argument("output", type=Path)
+    board.add_argument("output", type=folder_arg)
     board.add_argument("--format", choices=FORMATS, help="the long board as md, csv, latex or html (default: the "
                        "method × task/sparsity table of leaderboard.md, rewritten)")  # fmt: skip
     board.add_argument("--task", help="comma list of tasks to show")
@@ -28,19 +30,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
                           "heatmaps into OUTPUT/plots")  # fmt: skip
-    plot.add_argument("output", type=Path)
+    plot.add_argument("output", type=folder_arg)
     plot.add_argument("--cell", action="append", help="heatmap of this cell (id prefix; repeatable); default: one "
                       "per method at its highest sparsity")  # fmt: skip
     plot.set_defaults(func=cmd_plot)
 
     report = sub.add_parser("report", help="write OUTPUT/report.html: leaderboard, plots, cells, failures")
-    report.add_argument("output", type=Path)
+    report.add_argument("output", type=folder_arg)
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="the cells two results folders share, with B − A deltas")
-    compare.add_argument("folder_a", type=Path)
-    compare.add_argument("folder_b", type=Path)
+    compare.add_argument("folder_a", type=folder_arg)
+    compare.add_argument("folder_b", type=folder_arg)
     compare.set_defaults(func=cmd_compare)
+
+
+def folder_arg(value: str) -> Path:
+    """A results folder argument; an empty one is refused (it would silently mean the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a results folder, got ''")
+    return Path(value)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -52,7 +61,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not (args.format or args.task or args.methods or args.sparsity or args.reference):
         print(leaderboard.write(args.output))
         return 0
-    print(long_board_text(records.read_records(args.output), args))
+    print(long_board_text(records.read_records(args.output, on_bad="warn"), args))
     return 0
 
 
@@ -88,7 +97,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     records.require_results(args.output)
     skipped: list[str] = []
-    for path in write_plots(args.output, records.read_records(args.output), args.cell, log=skipped.append):
+    recs = records.read_records(args.output, on_bad="warn")
+    for path in write_plots(args.output, recs, args.cell, log=skipped.append):
         print(path)
     for line in skipped:
         print(f"bench: {line}", file=sys.stderr)

@@ -18,8 +18,8 @@ is removable keeps one unchanged. Folding changes float rounding only (outputs a
 
 Transformers 5 removed ``prune_heads`` and ``config.pruned_heads``, and a BERT config has one head count and one
 FFN width for all layers, so the compacted model records each compacted Linear's shape in ``config.compact_shapes``
-and ships a ten-line model class (:mod:`bench.export`) that resizes those Linears before loading: the export loads
-with stock ``AutoModelFor….from_pretrained(dir, trust_remote_code=True)``. The attention code of BERT, RoBERTa and
+and :func:`bench.export.load_export` builds a subclass of the stock class that resizes those Linears before
+loading (in process, from the installed package: exports hold no code). The attention code of BERT, RoBERTa and
 DistilBERT reshapes by ``(-1, head_size)``, so fewer heads need no other change; MPNet's relative-position bias
 has one row per head, so MPNet keeps its heads (FFN units are still removed).
 """

@@ -27,13 +27,14 @@ P_NOTE = (
 
 
 def load_folder(folder: Path) -> pd.DataFrame:
-    """:func:`bench.leaderboard.collect` of a results folder.
+    """:func:`bench.leaderboard.collect` of a results folder; records that cannot be read are skipped with a warning
+    naming each (:func:`bench.records.read_records`).
 
     Raises:
         BenchError: ``folder`` has no ``cells/``.
     """
     records.require_results(folder)
-    return collect(records.read_records(folder))
+    return collect(records.read_records(folder, on_bad="warn"))
 
 
 def compare(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,23 @@ RANGE_KEYS = ("low", "high", "log")
 KIND_NAMES = {float: "a float", int: "an integer"}
 MAX_SEED = 2**32  # numpy's seed range, exclusive
 
-# Budget fields: (integer?, lowest allowed, lowest is allowed?, highest allowed or None)
+# Budget fields: (integer?, lowest allowed, lowest is allowed?, highest allowed or None). Every numeric field has an
+# upper bound far above any sensible value, so that a typo (1e9 epochs, a batch of a million) fails before any work.
 BUDGET_RULES: dict[str, tuple[bool, float, bool, float | None]] = {
-    "epochs": (False, 0.0, False, None),
-    "batch_size": (True, 1, True, None),
-    "learning_rate": (False, 0.0, False, None),
+    "epochs": (False, 0.0, False, 1000.0),
+    "batch_size": (True, 1, True, 65536),
+    "learning_rate": (False, 0.0, False, 1.0),
     "warmup_ratio": (False, 0.0, True, 1.0),
-    "weight_decay": (False, 0.0, True, None),
-    "max_length": (True, 1, True, None),
-    "doc_stride": (True, 0, True, None),
-    "eval_batch_size": (True, 1, True, None),
+    "weight_decay": (False, 0.0, True, 1.0),
+    "max_length": (True, 1, True, 8192),
+    "doc_stride": (True, 0, True, 8192),
+    "eval_batch_size": (True, 1, True, 65536),
 }
+MAX_TRIALS = 10_000
+MAX_TIMEOUT = 30 * 24 * 3600.0  # seconds: 30 days per study
+MAX_LEASE = 24 * 3600.0  # seconds: a claim is renewed every quarter of it
+MAX_DISTILLATION = {"temperature": 100.0, "alpha_distil": 100.0, "alpha_ce": 100.0}
+MAX_CONFIG_BYTES = 2**20  # a matrix config is a small YAML file
 
 
 class FieldError(BenchError):
@@ -99,8 +106,9 @@ def load_config(path: Path) -> dict[str, Any]:
     """
     import yaml
 
+    path = config_file(path)
     try:
-        text = Path(path).read_text()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise BenchError(f"cannot read config {path}: {reason}") from err
@@ -138,6 +146,35 @@ def load_config(path: Path) -> dict[str, Any]:
         if checked is not None:
             out[key] = checked
     return out
+
+
+def config_file(path: str | Path) -> Path:
+    """``path`` if it names a readable regular file of at most :data:`MAX_CONFIG_BYTES`.
+
+    Raises:
+        BenchError: an empty path, a missing file or a dangling link, a folder, a device, pipe or socket (reading
+            one would hang or never end), a file too large to be a matrix config.
+    """
+    if str(path).strip() in ("", "."):
+        raise BenchError(f"--config: expected the path of a YAML file, got {str(path)!r}")
+    path = Path(path)
+    try:
+        if path.is_symlink() and not path.exists():
+            raise BenchError(f"cannot read config {path}: it is a dangling symbolic link (to {os.readlink(path)})")
+        if not path.exists():
+            raise BenchError(f"cannot read config {path}: no such file")
+        if path.is_dir():
+            raise BenchError(f"cannot read config {path}: it is a folder; give the path of a YAML file")
+        if not path.is_file():
+            raise BenchError(f"cannot read config {path}: not a regular file (a device, pipe or socket); give the "
+                             "path of a YAML file")  # fmt: skip
+        size = path.stat().st_size
+    except OSError as err:
+        raise BenchError(f"cannot read config {path}: {err.strerror or err}") from err
+    if size > MAX_CONFIG_BYTES:
+        raise BenchError(f"cannot read config {path}: it has {size} bytes; a matrix config is a small YAML file "
+                         f"(at most {MAX_CONFIG_BYTES} bytes)")  # fmt: skip
+    return path
 
 
 def _collect_lines(node: Any, path: tuple, lines: dict, loader: type, source: Path, seen: set) -> None:
@@ -255,14 +292,19 @@ def _number(keys: tuple, value: Any, integer: bool = False, low: float | None = 
     kind = "an integer" if integer else "a number"
     bounds = ""
     if low is not None:
-        bounds = f" {'>=' if low_ok else '>'} {low:g}"
+        bounds = f" {'>=' if low_ok else '>'} {_plain(low)}"
     if high is not None:
-        bounds += f"{' and' if bounds else ''} <= {high:g}"
+        bounds += f"{' and' if bounds else ''} <= {_plain(high)}"
     if not is_number(value, integer):
         raise FieldError(keys, f"expected {kind}{bounds}, got {describe(value)}")
     if (low is not None and (value < low or (value == low and not low_ok))) or (high is not None and value > high):
         raise FieldError(keys, f"expected {kind}{bounds}, got {value!r}")
     return value
+
+
+def _plain(bound: float) -> str:
+    """A bound as people write it: ``2592000``, not ``2.592e+06``; ``1e-05`` stays."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def _bool(keys: tuple, value: Any) -> bool:
@@ -413,6 +455,10 @@ def check_search_space(value: Any) -> dict[str, Any]:
             raise FieldError(keys, unknown_name_message("search knob", name, known))
         if isinstance(spec, dict):
             check_range(keys, spec, integer=name in own and is_number(own[name], integer=True))
+            if name in shared:  # each end within the knob's own bounds
+                for end in ("low", "high"):
+                    if end in spec:
+                        check_budget_value(name, spec[end], (*keys, end))
         elif name in shared:
             check_budget_value(name, spec, keys)
         else:
@@ -449,8 +495,8 @@ def check_distillation(value: Any) -> dict[str, float]:
     for key, item in value.items():
         if key not in valid:
             raise FieldError(("distillation", key), f"unknown setting {key!r}; valid: {', '.join(valid)}")
-        _number(("distillation", key), item)
-    Distillation(**value)  # ranges
+        _number(("distillation", key), item, high=MAX_DISTILLATION[key])
+    Distillation(**value)  # lower bounds
     return value
 
 
@@ -470,11 +516,11 @@ CHECKS = {
     "measure_speed": lambda v: _bool(("measure_speed",), v),
     "distill": lambda v: _bool(("distill",), v),
     "distillation": check_distillation,
-    "trials": lambda v: _number(("trials",), v, integer=True, low=0),
-    "timeout": lambda v: _number(("timeout",), v, low=0, low_ok=False),
+    "trials": lambda v: _number(("trials",), v, integer=True, low=0, high=MAX_TRIALS),
+    "timeout": lambda v: _number(("timeout",), v, low=0, low_ok=False, high=MAX_TIMEOUT),
     "search_space": check_search_space,
     "storage": lambda v: _string(("storage",), v),
-    "lease_seconds": lambda v: _number(("lease_seconds",), v, low=0, low_ok=False),
+    "lease_seconds": lambda v: _number(("lease_seconds",), v, low=0, low_ok=False, high=MAX_LEASE),
 }
 
 

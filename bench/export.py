@@ -2,16 +2,20 @@
 
 ``bench export CELL_ID --to DIR`` (and :func:`write_export`) writes a transformers model folder:
 
-* ``config.json``, ``modeling_compact.py``, ``model.safetensors``, tokenizer files: the **compacted** model
-  (:func:`bench.compaction.compact`: dead heads and FFN units removed), loadable with stock transformers:
-  ``AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)``. The remote code is a
-  model class that resizes the compacted Linears (``config.compact_shapes``) before the weights load; it is
-  needed because transformers 5 dropped ``prune_heads``/``config.pruned_heads`` and a config has one FFN width.
+* ``config.json``, ``model.safetensors``, tokenizer files: the **compacted** model (:func:`bench.compaction.compact`:
+  dead heads and FFN units removed). Its prunable Linears have per-layer shapes (``config.compact_shapes``), which
+  no stock transformers class can size (transformers 5 dropped ``prune_heads``/``config.pruned_heads`` and a config
+  has one FFN width), so the folder is loaded with :func:`load_export`: it builds the model class in this process
+  from the installed package (:func:`compact_class`, a subclass of the stock class named in
+  ``config.compact_base`` that resizes those Linears) and **never imports code from the folder**. Exports hold no
+  code: an earlier version shipped ``modeling_compact.py`` for ``from_pretrained(..., trust_remote_code=True)``,
+  which runs whatever that file holds; :func:`load_export` ignores such a file.
 * ``model.sparse.safetensors``: the same compacted weights with the remaining unstructured zeros stored as bitmask
   or CSR (:mod:`bench.sparse_store`), so the file size follows the sparsity. :func:`load_export` rebuilds the
   model from it (or from ``model.safetensors`` with ``sparse=False``).
 * ``export.json``: the cell, the compaction report, file sizes, and the parity check.
 
+``--to`` must be a new or empty folder outside the results folder (``--overwrite`` replaces an earlier export).
 Parity: :func:`export_cell` reloads the sparse file and evaluates it on the cell's eval split; every metric must
 match the cell record within :data:`PARITY_TOLERANCE`.
 """
@@ -19,6 +23,7 @@ match the cell record within :data:`PARITY_TOLERANCE`.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,40 +34,83 @@ from bench.compaction import CompactionReport, compact
 from bench.errors import BenchError
 from bench.prunable import prunable_weights
 
-MODELING_FILE = "modeling_compact.py"
+MODELING_FILE = "modeling_compact.py"  # shipped by earlier versions; never written, imported or executed now
 SPARSE_FILE = "model.sparse.safetensors"
 DENSE_FILE = "model.safetensors"
 EXPORT_INFO = "export.json"
 PARITY_TOLERANCE = 1e-4
-
-MODELING_TEMPLATE = '''"""{name}: {base} whose prunable Linears have the shapes in config.compact_shapes.
-
-Written by prune-bench's `bench export` (structured compaction: dead attention heads and FFN units removed).
-Load with AutoModel....from_pretrained(folder, trust_remote_code=True).
-"""
-
-from torch import nn
-from transformers import {base}
+PREFIX = "Compact"
+_CLASSES: dict[type, type] = {}
 
 
-class {name}({base}):
-    def __init__(self, config):
-        super().__init__(config)
-        for path, (out_features, in_features) in config.compact_shapes.items():
-            parent_name, _, child = path.rpartition(".")
-            parent = self.get_submodule(parent_name)
+def compact_class(base: type) -> type:
+    """``Compact<base>``: the stock transformers class ``base`` whose prunable Linears take the shapes in
+    ``config.compact_shapes`` (``{module name: [out_features, in_features]}``) before weights load. Built here, from
+    the installed package; one class per base."""
+    if base not in _CLASSES:
+
+        def __init__(self, config):
+            base.__init__(self, config)
+            resize_linears(self, getattr(config, "compact_shapes", None) or {})
+
+        _CLASSES[base] = type(f"{PREFIX}{base.__name__}", (base,), {"__init__": __init__, "__module__": __name__})
+    return _CLASSES[base]
+
+
+def resize_linears(model: nn.Module, shapes: dict[str, Any]) -> None:
+    """Replace each Linear named in ``shapes`` by an (uninitialized) one of the given ``[out, in]`` shape.
+
+    Raises:
+        BenchError: a name that is not a Linear of the model, or a shape that is not two positive integers no larger
+            than the stock layer's (compaction only removes).
+    """
+    for path, shape in shapes.items():
+        parent_name, _, child = str(path).rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name)
             old = getattr(parent, child)
-            new = nn.Linear(in_features, out_features, bias=old.bias is not None, device=old.weight.device,
-                            dtype=old.weight.dtype)
-            setattr(parent, child, new)
-'''
+        except AttributeError:
+            old = None
+        if not isinstance(old, nn.Linear):
+            raise BenchError(f"config.compact_shapes names {path!r}, which is not a Linear layer of the model")
+        ok = (isinstance(shape, (list, tuple)) and len(shape) == 2
+              and all(isinstance(n, int) and not isinstance(n, bool) for n in shape))  # fmt: skip
+        if not ok or not (0 < shape[0] <= old.out_features and 0 < shape[1] <= old.in_features):
+            raise BenchError(f"config.compact_shapes[{path!r}] = {shape!r}: expected [out, in], positive and at most "
+                             f"the layer's [{old.out_features}, {old.in_features}]")  # fmt: skip
+        out_features, in_features = shape
+        setattr(parent, child, nn.Linear(in_features, out_features, bias=old.bias is not None,
+                                         device=old.weight.device, dtype=old.weight.dtype))  # fmt: skip
 
 
-def auto_class_name(model: nn.Module) -> str:
-    """``AutoModelForSequenceClassification`` for a ``BertForSequenceClassification``, ``AutoModel`` for a bare
-    encoder."""
-    name = type(model).__name__
-    return "AutoModelFor" + name.split("For", 1)[1] if "For" in name else "AutoModel"
+def export_base(config: dict[str, Any], folder: Path) -> type:
+    """The stock transformers class an export's ``config.json`` was compacted from: ``compact_base`` (exports of
+    earlier versions: the class their ``auto_map`` names without its ``Compact`` prefix, else ``architectures``),
+    accepted only when it is a transformers model class of an architecture in :data:`bench.prunable.ARCHITECTURES`
+    that matches the config's ``model_type``. Names are looked up in ``transformers``, never imported.
+
+    Raises:
+        BenchError: anything else; nothing is imported from the folder.
+    """
+    import transformers
+    from transformers import PreTrainedModel
+
+    from bench.prunable import ARCHITECTURES
+
+    name = config.get("compact_base")
+    if name is None:
+        mapped = list((config.get("auto_map") or {}).values()) if isinstance(config.get("auto_map"), dict) else []
+        first = ([str(m).rpartition(".")[2] for m in mapped] + list(config.get("architectures") or []) + [None])[0]
+        name = first[len(PREFIX):] if isinstance(first, str) and first.startswith(PREFIX) else first
+    base = getattr(transformers, name, None) if isinstance(name, str) and name.isidentifier() else None
+    model_type = getattr(getattr(base, "config_class", None), "model_type", None)
+    if not (isinstance(base, type) and issubclass(base, PreTrainedModel)) or model_type not in ARCHITECTURES:
+        raise BenchError(f"{folder}/config.json: unknown base model class {name!r}; a bench export is compacted from "
+                         f"a transformers class of {', '.join(sorted(ARCHITECTURES))}")  # fmt: skip
+    if config.get("model_type") != model_type:
+        raise BenchError(f"{folder}/config.json: model_type {config.get('model_type')!r} does not match its base class "
+                         f"{name} ({model_type!r})")  # fmt: skip
+    return base
 
 
 def write_export(model: nn.Module, to: Path, tokenizer=None) -> dict[str, Any]:
@@ -76,12 +124,11 @@ def write_export(model: nn.Module, to: Path, tokenizer=None) -> dict[str, Any]:
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     base = type(model).__name__
-    name = f"Compact{base}"
     config = compacted.config
     config.compact_shapes = report.shapes
-    config.auto_map = {auto_class_name(model): f"{Path(MODELING_FILE).stem}.{name}"}
-    config.architectures = [name]
-    (to / MODELING_FILE).write_text(MODELING_TEMPLATE.format(name=name, base=base))
+    config.compact_base = base  # load_export builds the class from this name; no code goes into the folder
+    if hasattr(config, "auto_map"):
+        del config.auto_map
     compacted.save_pretrained(to)
     if tokenizer is not None:
         tokenizer.save_pretrained(to)
@@ -98,25 +145,29 @@ def write_export(model: nn.Module, to: Path, tokenizer=None) -> dict[str, Any]:
 
 def load_export(folder: Path, sparse: bool = True) -> nn.Module:
     """The model in an export ``folder``, in eval mode: from ``model.sparse.safetensors`` (default) or, with
-    ``sparse=False``, from ``model.safetensors`` through stock ``from_pretrained(..., trust_remote_code=True)``.
+    ``sparse=False``, from ``model.safetensors``. The model class is built here (:func:`compact_class` of the stock
+    class :func:`export_base` names); no code is imported from the folder, whatever it holds.
 
     Raises:
-        BenchError: ``folder`` is not an export (no config with ``compact_shapes`` and ``auto_map``).
+        BenchError: ``folder`` is not an export (no readable config.json with ``compact_shapes``), or names a base
+            class or shapes that do not fit a prunable transformers model.
     """
-    import transformers
-    from transformers import AutoConfig
-
     folder = Path(folder)
     config_file = folder / "config.json"
-    if not config_file.is_file() or "compact_shapes" not in json.loads(config_file.read_text()):
+    try:
+        data = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BenchError(f"{folder} is not a bench export: expected a readable config.json with compact_shapes "
+                         f"(bench export): {err}") from err  # fmt: skip
+    if not isinstance(data, dict) or "compact_shapes" not in data:
         raise BenchError(f"{folder} is not a bench export: expected config.json with compact_shapes (bench export)")
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    auto = getattr(transformers, next(iter(config.auto_map)))
+    base = export_base(data, folder)
+    cls = compact_class(base)
     if not sparse:
-        return auto.from_pretrained(folder, trust_remote_code=True).eval()
+        return cls.from_pretrained(folder).eval()
     from bench.sparse_store import load_sparse
 
-    model = auto.from_config(config, trust_remote_code=True)
+    model = cls(base.config_class.from_pretrained(folder))
     model.load_state_dict(load_sparse(folder / SPARSE_FILE), strict=True)
     return model.eval()
 
@@ -141,9 +192,54 @@ def size_report(model: nn.Module) -> dict[str, Any]:
     return {"dense_bytes": dense, **info, "file_ratio": info["sparse_bytes"] / dense}
 
 
-def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=print) -> dict[str, Any]:
+def is_export(folder: Path) -> bool:
+    """True for a folder written by :func:`write_export` (it has ``export.json``, or a config with
+    ``compact_shapes``)."""
+    folder = Path(folder)
+    if (folder / EXPORT_INFO).is_file():
+        return True
+    try:
+        return "compact_shapes" in json.loads((folder / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return False
+
+
+def check_target(to: Path, results: Path, overwrite: bool = False) -> None:
+    """``to`` may receive an export: it is outside the results folder (an export into ``RESULTS/models/ID``
+    destroys the saved model, one into ``RESULTS/cells`` breaks every reading command), and new, empty, or (with
+    ``overwrite``) an earlier export.
+
+    Raises:
+        BenchError: naming ``to`` and what to do.
+    """
+    from bench.preflight import writable_folder
+
+    to, results = Path(to), Path(results)
+    target, home = to.expanduser().resolve(), results.expanduser().resolve()
+    if target == home or home in target.parents:
+        raise BenchError(f"--to {to} is inside the results folder {results}: an export there overwrites saved "
+                         "models or records; choose a folder outside it")  # fmt: skip
+    if target in home.parents:
+        raise BenchError(f"--to {to} holds the results folder {results}; choose a new folder for the export")
+    if to.is_symlink() and not to.exists():
+        raise BenchError(f"--to {to} is a dangling symbolic link (to {to.readlink()})")
+    if to.exists() and not to.is_dir():
+        raise BenchError(f"--to {to} is a file, not a folder; choose a new or empty folder")
+    if to.is_dir() and any(to.iterdir()):
+        if not overwrite:
+            raise BenchError(f"--to {to} is not empty; choose a new or empty folder, or give --overwrite to replace "
+                             "an earlier export there")  # fmt: skip
+        if not is_export(to):
+            raise BenchError(f"--to {to} holds files that are not a bench export (no export.json); --overwrite only "
+                             "replaces an earlier export: choose a new or empty folder")  # fmt: skip
+    writable_folder(to, "export folder")
+
+
+def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=print, overwrite: bool = False
+                ) -> dict[str, Any]:  # fmt: skip
     """Export the finalized model of cell ``cell_ref`` (an id prefix) of ``results`` to ``to``; with ``check``,
-    reload the sparse file, evaluate it on the cell's eval split and compare with the record (``parity``).
+    reload the sparse file, evaluate it on the cell's eval split and compare with the record (``parity``). ``to``
+    must be new or empty (with ``overwrite``: an earlier export, which is replaced) and outside ``results``.
 
     Returns:
         What ``export.json`` holds: ``cell``, ``compaction``, ``dense_bytes``, ``compact_bytes``, ``sparse_bytes``,
@@ -151,14 +247,15 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
         when checked.
 
     Raises:
-        BenchError: no results in ``results``, no unique cell with that id prefix, a cell that did not finish,
-            or a cell without a saved model (run with ``--save-models``).
+        BenchError: no results in ``results``, a ``to`` that :func:`check_target` refuses, no unique cell with that
+            id prefix, a cell that did not finish, or a cell without a saved model (run with ``--save-models``).
     """
     from bench import records
     from bench.execute import load_tokenizer, task_of
     from bench.runner import model_dir
 
     records.require_results(results)
+    check_target(to, results, overwrite)
     record = records.find_cell(records.read_records(results), cell_ref)
     label = f"cell {record['id'][:12]} ({record['cell']['method']} @ {record['cell']['sparsity']})"
     if record["status"] != records.FINISHED:
@@ -166,8 +263,9 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     source = model_dir(results, record["id"])
     if not source.is_dir():
         raise BenchError(
-            f"{label} has no saved model at {source}: run the matrix with --save-models (into a new --output, or "
-            "delete this cell's record so it runs again)"
+            f"{label} has no saved model at {source}: remove the cell with 'bench forget {record['id'][:12]} "
+            f"--results {results}' (its record, queue row, study, masks and predictions), then run its matrix again "
+            "with --save-models; or run the matrix with --save-models into a new --output"
         )
     from bench.cell import Cell
 
@@ -175,6 +273,8 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     task = task_of(cell)
     model = task.build_model(str(source)).eval()
     tokenizer = load_tokenizer(str(source))
+    if Path(to).is_dir() and any(Path(to).iterdir()):  # an earlier export (check_target): replace it whole
+        shutil.rmtree(to)
     info = {"cell": record["id"], "dense_bytes": dense_bytes(model), **write_export(model, to, tokenizer)}
     info["file_ratio"] = info["sparse_bytes"] / info["dense_bytes"]
     if check:
@@ -237,9 +337,8 @@ def summary_lines(info: dict[str, Any], folder: Path) -> list[str]:
         verdict = "ok" if row["diff"] is not None and row["diff"] <= PARITY_TOLERANCE else "MISMATCH"
         lines.append(f"  parity {name}: record {row['record']:.4f}, export {row['export']:.4f} "
                      f"(|diff| {row['diff']:.2g}, tolerance {PARITY_TOLERANCE:g}): {verdict}")  # fmt: skip
-    lines.append(f"  load: {next(iter(json.loads((Path(folder) / 'config.json').read_text())['auto_map']))}"
-                 f".from_pretrained({str(folder)!r}, trust_remote_code=True), or "
-                 f"bench.export.load_export({str(folder)!r}) for the sparse file")  # fmt: skip
+    lines.append(f"  load: bench.export.load_export({str(folder)!r}) (sparse file; sparse=False: {DENSE_FILE}); the "
+                 "model class is built from the installed prune-bench, no code is run from the folder")  # fmt: skip
     return lines
 
 

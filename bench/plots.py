@@ -9,6 +9,7 @@ Wang (2021). The critical-difference diagram (Demšar 2006) ranks the pruned met
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,16 +133,25 @@ def default_heatmap_cells(records: list[dict]) -> list[dict]:
 CD_FILE = "critical-difference.png"
 
 
+def file_part(name: str) -> str:
+    """``name`` (a method or task name from a record) as a safe part of a file name: letters, digits, ``._+-``;
+    anything else (a ``/``, ``..``, markup) becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", str(name)).strip(".") or "_"
+
+
 def write_plots(
     output: Path, records: list[dict], cells: list[str] | None = None, log: Callable[[str], None] = lambda line: None
 ) -> list[Path]:
     """Write ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
     with at least 3 task@sparsity columns; else ``log`` gets one line saying why it was skipped) and
     ``heatmap-<method>-<cell id>.png`` for the chosen cells (``cells``: id prefixes; default
-    :func:`default_heatmap_cells` that have saved masks). Returns the paths.
+    :func:`default_heatmap_cells` that have saved masks). A default cell whose mask file is corrupt is skipped and
+    ``log`` gets one line naming the file. File names take method and task names through :func:`file_part`.
+    Returns the paths.
 
     Raises:
-        BenchError: no finished cells; a chosen cell without saved masks (cells run before masks were saved).
+        BenchError: no finished cells; a chosen (``cells``) cell without saved masks (cells run before masks were
+            saved), or with a corrupt mask file.
     """
     plt = _pyplot()
     summary = summarize(collect(records))
@@ -151,7 +161,7 @@ def write_plots(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for task in sorted(summary["task"].unique()):
-        written.append(_save(plt, pareto_figure(summary, task), folder / f"pareto-{task}.png"))
+        written.append(_save(plt, pareto_figure(summary, task), folder / f"pareto-{file_part(task)}.png"))
     from bench.significance import critical_difference
 
     result, reason = critical_difference(summary)
@@ -173,8 +183,16 @@ def write_plots(
             f"{cell['method']} on {cell['task']['name']}, target {cell['sparsity']:.0%} (measured {measured:.1%}), "
             f"seed {cell['seed']}, cell {rec['id'][:12]}"
         )
-        figure = heatmap_figure(layer_sparsity(load_masks(path)), title)
-        written.append(_save(plt, figure, folder / f"heatmap-{cell['method']}-{rec['id'][:12]}.png"))
+        try:
+            masks = load_masks(path)
+        except BenchError as err:
+            if cells:
+                raise
+            log(f"warning: skipped the heatmap of cell {rec['id'][:12]}: {err}")
+            continue
+        figure = heatmap_figure(layer_sparsity(masks), title)
+        name = f"heatmap-{file_part(cell['method'])}-{file_part(rec['id'][:12])}.png"
+        written.append(_save(plt, figure, folder / name))
     return written
 
 

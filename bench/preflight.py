@@ -4,14 +4,17 @@
 folder, the cell queue (``bench.db``) or the MLflow store are created. Each check raises
 :class:`bench.errors.BenchError` naming the bad value and the fix:
 
-- **output folder**: it, or its nearest existing ancestor, is a folder this process can write (not a file, not
-  read-only); the same for the folder of an SQLite ``--storage``/``--tracking-uri`` file;
+- **output folder**: it, or its nearest existing ancestor, is a folder this process can write (not a file, a
+  dangling link or read-only); the same for the folder of an SQLite ``--storage``/``--tracking-uri`` file;
+- **databases**: ``--storage`` and ``--tracking-uri`` parse, name a known dialect or scheme, an SQLite file that is
+  a database (not corrupt), or a server that answers within a few seconds (:mod:`bench.stores`);
 - **records already there**: every ``OUTPUT/cells/*.json`` parses as a record (a corrupt one is named), and comes
   from the same *protocol* (a folder holds one protocol: the same model, and per task the same splits, budget
   and HP-search settings; adding methods, sparsities, seeds or tasks is fine, and a rerun skips finished cells);
 - **model**: it resolves (a local folder with ``config.json`` and weights, or a Hub id, from the cache when
   ``HF_HUB_OFFLINE`` is set), has a tokenizer, its architecture is in the prunable table, and every task's head
-  fits it (:meth:`bench.task.Task.check_model`: a fine-tuned classifier with another label count is refused);
+  fits it (:meth:`bench.task.Task.check_model`: a fine-tuned classifier with another label count is refused), and
+  ``max_length`` fits its position embeddings;
 - **splits**: every task's train and eval split exists and a slice does not reach past the split's end
   (:func:`bench.task.split_problem`), read from the dataset's split info without loading it;
 - **free disk**: at least :data:`MIN_FREE_BYTES` on the output folder's file system, plus the size of the model's
@@ -49,21 +52,38 @@ FOLDER_RULE = (
 
 def check(matrix: Matrix, cells: list[Cell]) -> None:
     """Raise :class:`bench.errors.BenchError` for anything that would make the matrix fail; write nothing."""
+    from bench.tracking import default_tracking_uri
+
     target = writable_folder(Path(matrix.output), "output folder")
-    for flag, uri in (("--storage", matrix.storage), ("--tracking-uri", matrix.tracking_uri)):
-        database = sqlite_file(uri)
-        if database is not None:
-            writable_folder(database.parent, f"folder of the {flag} database {database}")
+    check_stores(matrix.storage_url, matrix.tracking_uri or default_tracking_uri(matrix.output))
     done = check_records(matrix, cells)
     tasks = distinct_tasks(cells)
     weights: dict[str, int | None] = {}
     for model in sorted({c.model for c in cells}):
         config, weights[model] = check_model(model)
+        check_length(model, config, cells)
         for task in tasks:
             task.check_model(model, config)
     for task in tasks:
         check_splits(task)
     check_disk(matrix, cells, target, done, weights)
+
+
+def check_stores(storage: str, tracking_uri: str) -> None:
+    """The queue/study database and the MLflow store (:func:`bench.stores.check_store`: parsable, a known dialect
+    or scheme, a server that answers, an SQLite file that is a database), and the folder a local one goes in.
+
+    Raises:
+        BenchError: naming the flag and the URL.
+    """
+    from bench.stores import check_store
+
+    for flag, url in (("--storage", storage), ("--tracking-uri", tracking_uri)):
+        local = check_store(flag, url)  # an SQLite file, or MLflow's local folder store
+        if local is not None and local.is_dir():
+            writable_folder(local, f"{flag} folder")
+        elif local is not None:
+            writable_folder(local.absolute().parent, f"folder of the {flag} database {local}")
 
 
 # ---- the output folder --------------------------------------------------------------------------------------
@@ -78,10 +98,14 @@ def writable_folder(path: Path, what: str) -> Path:
     try:
         existing = path
         while not existing.exists():
+            if existing.is_symlink():
+                raise BenchError(f"cannot create {what} {path}: {existing} is a dangling symbolic link (to "
+                                 f"{os.readlink(existing)})")  # fmt: skip
             existing = existing.parent
         if not existing.is_dir():
             if existing == path:
-                raise BenchError(f"{what} {path} is a file, not a folder; choose another --output")
+                kind = "a file" if existing.is_file() else "a device, pipe or socket"
+                raise BenchError(f"{what} {path} is {kind}, not a folder; choose another folder")
             raise BenchError(f"cannot create {what} {path}: {existing} is a file, not a folder")
     except OSError as err:
         raise BenchError(f"cannot check {what} {path}: {err.strerror or err}") from err
@@ -95,14 +119,6 @@ def writable_folder(path: Path, what: str) -> Path:
     if existing == path and cells.exists() and not (cells.is_dir() and os.access(cells, os.W_OK | os.X_OK)):
         raise BenchError(f"cannot write records to {cells} (not a writable folder); choose another --output")
     return existing
-
-
-def sqlite_file(uri: str | None) -> Path | None:
-    """The database file of an SQLite SQLAlchemy/MLflow URI (``sqlite:///relative``, ``sqlite:////absolute``)."""
-    if not uri or not uri.startswith("sqlite:///"):
-        return None
-    name = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(name) if name and name != ":memory:" else None
 
 
 def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, dict[str, Any]]:
@@ -213,6 +229,25 @@ def check_model(model: str) -> tuple[Any, int | None]:
     except Exception as err:  # noqa: BLE001 - a missing or broken tokenizer raises many kinds
         raise BenchError(with_hub_hint(f"model {model!r} has no usable tokenizer: {first_line(err)}")) from err
     return config, weights
+
+
+POSITION_OFFSET = {"roberta": 2, "mpnet": 2}  # position ids start after the padding index
+
+
+def check_length(model: str, config: Any, cells: list[Cell]) -> None:
+    """Every cell's ``max_length`` fits the model's position embeddings.
+
+    Raises:
+        BenchError: naming the longest ``max_length`` and the model's limit.
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return
+    limit = positions - POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
+    longest = max((c.budget.max_length for c in cells if c.model == model), default=0)
+    if longest > limit:
+        raise BenchError(f"--max-length {longest} is longer than model {model!r} takes ({limit} tokens, its position "
+                         "embeddings); give --max-length (or budget.max_length) at most that")  # fmt: skip
 
 
 def looks_like_path(model: str) -> bool:

@@ -224,6 +224,27 @@ class CellQueue:
                 .values(state=FINALIZED, record_json=json.dumps(record), finalized_by="disk")
             )
 
+    def forget(self, cell_id: str) -> bool:
+        """Delete the row of ``cell_id`` (``bench forget``), so that the next matrix that has the cell queues it
+        afresh; a cell that a live worker holds is left alone. Returns whether a row was deleted.
+
+        Raises:
+            RuntimeError: a live worker holds the cell (its claim names it), or one took it meanwhile.
+        """
+        row = self.row(cell_id)
+        if row is None:
+            return False
+        live = row.state == CLAIMED and (row.lease_until or 0) > time.time() and not holder_is_dead(row.worker)
+        if live:
+            raise RuntimeError(f"cell {cell_id[:12]} is being run by worker {row.worker}")
+        statement = CELLS.delete().where(CELLS.c.cell_id == cell_id, CELLS.c.state == row.state)
+        if row.state == CLAIMED:  # only the dead claim we looked at, not one taken since
+            statement = statement.where(CELLS.c.worker == row.worker, CELLS.c.lease_until == row.lease_until)
+        with self.engine.begin() as conn:
+            if conn.execute(statement).rowcount == 1:
+                return True
+        raise RuntimeError(f"cell {cell_id[:12]} was just claimed or finished by a worker")
+
     @contextmanager
     def holding(self, cell_id: str, worker: str) -> Iterator[threading.Event]:
         """Renew the lease on ``cell_id`` in the background while the block runs; the event is set if lost."""

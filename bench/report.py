@@ -4,7 +4,9 @@ It holds the leaderboard (95% intervals, verdicts, the trivial baseline rows, si
 with the paper reference rows that match, when the reference folder is there), the Pareto plots, the
 critical-difference diagram of the pruned methods over all columns (with the Friedman p and the critical
 difference), the per-layer heatmaps, per-cell details (configuration, verdicts, best HP-search parameters, measured
-sparsity, MLflow run id) and the failed or diverged cells with their errors and tracebacks.
+sparsity, MLflow run id) and the failed or diverged cells with their errors and tracebacks. Every string taken from
+a record (names, errors, ids, descriptions) is HTML-escaped; records that cannot be read are skipped, named on
+stderr and listed on the page.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,19 @@ def build_report(output: Path) -> Path:
 
     output = Path(output)
     records.require_results(output)
-    recs = records.read_records(output)
+    skipped: list[tuple[Path, str]] = []
+    recs = records.read_records(output, skipped=skipped)
     finished = [r for r in recs if r.get("status") == records.FINISHED]
-    plots = write_plots(output, recs) if finished else []
+    def warn(line: str) -> None:  # a skipped heatmap is news; "no critical-difference diagram" is on the page
+        if line.startswith("warning:"):
+            print(f"bench: {line}", file=sys.stderr)
+
+    plots = write_plots(output, recs, log=warn) if finished else []
     cd = [p for p in plots if p.name == CD_FILE]
     sections = [
         f"<h1>prune-bench report: {html.escape(output.name)}</h1>",
         f"<p class=muted>{len(recs)} cells: {len(finished)} finished, {len(recs) - len(finished)} not.</p>",
+        skipped_html(skipped),
         "<h2>Leaderboard</h2>", leaderboard_html(recs, output),
         "<h2>Plots</h2>", *(image_html(p) for p in plots if p.name != CD_FILE),
         "<h2>Methods over all columns</h2>", ranks_html(recs, cd[0] if cd else None),
@@ -57,6 +66,15 @@ def build_report(output: Path) -> Path:
     path = output / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def skipped_html(skipped: list[tuple[Path, str]]) -> str:
+    """The records left out because they cannot be read, each with its problem; ``""`` when none."""
+    if not skipped:
+        return ""
+    items = "".join(f"<li><code>{html.escape(str(path))}</code>: {html.escape(problem)}</li>"
+                    for path, problem in skipped)  # fmt: skip
+    return f"<p><b>{len(skipped)} record(s) skipped</b> (they cannot be read):</p><ul>{items}</ul>"
 
 
 def leaderboard_html(recs: list[dict[str, Any]], output: Path | None = None) -> str:
@@ -137,8 +155,8 @@ def failures_html(recs: list[dict[str, Any]]) -> str:
         step = f" at step {rec['diverged_step']}" if rec.get("diverged_step") is not None else ""
         title = f"{cell['method']} / {cell['task']['name']} @ {cell['sparsity']:.0%} seed {cell['seed']}"
         parts.append(
-            f"<details><summary><b>{html.escape(rec['status'])}{step}</b>: {html.escape(title)} "
-            f"({rec['id'][:12]}): {html.escape(str(rec.get('error', '')))}</summary>"
-            f"<pre>{html.escape(rec.get('traceback') or 'no traceback')}</pre></details>"
+            f"<details><summary><b>{html.escape(rec['status'] + step)}</b>: {html.escape(title)} "
+            f"({html.escape(rec['id'][:12])}): {html.escape(str(rec.get('error', '')))}</summary>"
+            f"<pre>{html.escape(str(rec.get('traceback') or 'no traceback'))}</pre></details>"
         )
     return "".join(parts)

@@ -252,6 +252,10 @@ class Worker:
             return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
                     "wall_seconds": time.perf_counter() - started}  # fmt: skip
         except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
+            from bench.failures import environment_problem
+
+            if environment_problem(err) is not None:
+                raise  # a full disk or a broken database stops the matrix; the cell is not failed and runs on rerun
             print(traceback.format_exc(), file=sys.stderr)
             return {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc(),
                     "wall_seconds": time.perf_counter() - started}  # fmt: skip

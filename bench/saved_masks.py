@@ -2,7 +2,8 @@
 
 Every finished cell keeps ``OUTPUT/masks/<cell id>.safetensors`` (about 1/32 of the fp32 prunable set: 2.6 MB for
 MiniLM-L6, 10 MB for BERT-base), so the topology of a pruned model (which layers and which matrix types lose
-weights) can be compared across methods without saving the models (Gao, Colombo & Wang 2021, section 5).
+weights) can be compared across methods without saving the models (Gao, Colombo & Wang 2021, section 5). The file
+gets the mode the process umask gives any new file, as records do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from bench.errors import BenchError
 from bench.prunable import ROLES, prunable_weights
+from bench.records import file_mode
+from bench.task import first_line
 
 
 def masks_path(output: Path, cell_id: str) -> Path:
@@ -41,21 +45,32 @@ def save_masks(model: nn.Module, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     save_file(tensors, str(tmp), metadata={"bench.masks": json.dumps(info)})
+    os.chmod(tmp, file_mode())  # safetensors writes 0600; a shared results folder needs the umask's mode
     os.replace(tmp, path)
     return path
 
 
 def load_masks(path: Path) -> dict[str, tuple[np.ndarray, int, str]]:
-    """``{weight name: (bool mask of the weight's shape, layer, role)}`` from :func:`save_masks`'s file."""
+    """``{weight name: (bool mask of the weight's shape, layer, role)}`` from :func:`save_masks`'s file.
+
+    Raises:
+        BenchError: the file cannot be read or is not a mask file of :func:`save_masks` (truncated, overwritten,
+            its metadata edited); the message names it.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="numpy") as handle:
-        info = json.loads(handle.metadata()["bench.masks"])
-        out = {}
-        for name, meta in info.items():
-            shape = meta["shape"]
-            bits = np.unpackbits(handle.get_tensor(name), count=int(np.prod(shape))).astype(bool)
-            out[name] = (bits.reshape(shape), meta["layer"], meta["role"])
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            info = json.loads((handle.metadata() or {})["bench.masks"])
+            out = {}
+            for name, meta in info.items():
+                shape = [int(n) for n in meta["shape"]]
+                bits = np.unpackbits(handle.get_tensor(name), count=int(np.prod(shape))).astype(bool)
+                out[name] = (bits.reshape(shape), int(meta["layer"]), str(meta["role"]))
+    except Exception as err:  # noqa: BLE001 - safetensors, JSON, numpy and key errors all mean "corrupt file"
+        raise BenchError(f"corrupt mask file {path}: {type(err).__name__}: {first_line(err)}") from err
+    if not out:
+        raise BenchError(f"corrupt mask file {path}: it holds no masks")
     return out
 
 

@@ -145,10 +145,10 @@ def test_duplicate_matrix_entry(capsys, tmp_path, flag, value, words):
 @pytest.mark.parametrize(
     ("flag", "value", "words"),
     [
-        ("--epochs", "-1", ["--epochs", "expected a number > 0, got -1.0"]),
-        ("--batch-size", "0", ["--batch-size", "expected an integer >= 1, got 0"]),
+        ("--epochs", "-1", ["--epochs", "expected a number > 0 and <= 1000, got -1.0"]),
+        ("--batch-size", "0", ["--batch-size", "expected an integer >= 1 and <= 65536, got 0"]),
         ("--learning-rate", "inf", ["--learning-rate", "expected a number > 0"]),
-        ("--trials", "-1", ["--trials", "expected an integer >= 0, got -1"]),
+        ("--trials", "-1", ["--trials", "expected an integer >= 0 and <= 10000, got -1"]),
         ("--timeout", "0", ["--timeout", "> 0"]),
         ("--model", "", ["--model", "non-empty string"]),
     ],
@@ -270,14 +270,15 @@ GOOD = "methods: [dense, movement]\ntasks: [sst2]\nsparsities: [0.5]\n"
         (GOOD + "budget: 3\n", ["line 4", "budget: expected a mapping, got 3 (int)"]),
         (GOOD + "budget:\n  epochs: 1\n  batch_sise: 8\n", ["line 6", "unknown budget setting 'batch_sise'",
                                                             "did you mean 'batch_size'"]),  # fmt: skip
-        (GOOD + "budget: {epochs: one}\n", ["line 4", "budget.epochs: expected a number > 0, got 'one' (str)"]),
+        (GOOD + "budget: {epochs: one}\n", ["line 4", "budget.epochs: expected a number > 0 and <= 1000, got 'one' "
+                                                      "(str)"]),  # fmt: skip
         (GOOD + "splits: [1]\n", ["line 4", "splits: expected a mapping"]),
         (GOOD + "splits:\n  sst2:\n    train_split: 5\n", ["line 6", "splits.sst2.train_split", "non-empty string"]),
         (GOOD + "splits: {sst: {train_split: 'train[:10]'}}\n", ["line 4", "unknown task 'sst'", "did you mean"]),
         (GOOD + "seeds: [0.5]\n", ["line 4", "seeds: 0.5 is not an integer"]),
         (GOOD + "seeds:\n  - 0\n  - x\n", ["line 6", "seeds: 'x' is not an integer"]),
-        (GOOD + "trials: -1\n", ["line 4", "trials: expected an integer >= 0, got -1"]),
-        (GOOD + "trials: 2.5\n", ["line 4", "trials: expected an integer >= 0, got 2.5 (float)"]),
+        (GOOD + "trials: -1\n", ["line 4", "trials: expected an integer >= 0 and <= 10000, got -1"]),
+        (GOOD + "trials: 2.5\n", ["line 4", "trials: expected an integer >= 0 and <= 10000, got 2.5 (float)"]),
         ("methods: [dense]\ntasks: [sst2]\nsparsities: abc\n", ["line 3", "sparsities: 'abc' is not a float"]),
         (GOOD + "method_hparams: {movement: {mask_lr: \"x\"}}\n",
          ["line 4", "method_hparams.movement.mask_lr", "'mask_lr' of method 'movement' must be a finite number",
@@ -304,6 +305,34 @@ def test_malformed_config_names_the_key_and_the_line(capsys, tmp_path, text, wor
     assert_refused(code, err, *words)
     assert str(config) in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("budget: {weight_decay: 1.0e+9}\n", ["line 5", "budget.weight_decay", "<= 1"]),
+        ("budget: {eval_batch_size: 100000000}\n", ["line 5", "budget.eval_batch_size", "<= 65536"]),
+        ("budget: {doc_stride: 100000000}\n", ["line 5", "budget.doc_stride", "<= 8192"]),
+        ("budget: {epochs: 5000}\n", ["line 5", "budget.epochs", "<= 1000"]),
+        ("search_space: {learning_rate: {high: 1.0e+9}}\n", ["line 5", "search_space.learning_rate.high", "<= 1"]),
+        ("distillation: {temperature: 1.0e+9}\n", ["line 5", "distillation.temperature", "<= 100"]),
+        ("trials: 100000000\n", ["line 5", "trials", "<= 10000"]),
+        ("lease_seconds: 1.0e+12\n", ["line 5", "lease_seconds", "<= 86400"]),
+    ],
+)
+def test_config_values_far_out_of_range_name_their_bound(capsys, tmp_path, text, words):
+    config = tmp_path / "matrix.yaml"
+    config.write_text(GOOD + "model: /no/such/model\n" + text)
+    code, err, out = bench(capsys, tmp_path, "--config", str(config))
+    assert_refused(code, err, str(config), *words)
+    assert not out.exists()
+
+
+def test_max_length_longer_than_the_model_takes_is_refused(tmp_path, tiny_encoder):
+    matrix = matrix_for(tmp_path, tiny_encoder, budget={"epochs": 1, "batch_size": 16, "max_length": 1000})
+    with pytest.raises(BenchError, match="--max-length 1000 is longer than model .* takes \\(512 tokens"):
+        preflight.check(matrix, expand(matrix))
+    assert not matrix.output.exists()
 
 
 def test_numbers_in_exponent_form_are_numbers(tmp_path):
@@ -333,8 +362,11 @@ def test_method_hyperparameter_types_follow_the_defaults():
 
 # ---- the output folder ----------------------------------------------------------------------------------------------
 def fake_records(output: Path, cells, status: str = records.FINISHED) -> None:
+    done = {"primary_metric": "accuracy", "metrics": {"accuracy": 50.0},
+            "sparsity": {"encoder_sparsity": 0.5, "remaining_params": 1, "total_params": 2}}  # fmt: skip
     for cell in cells:
-        records.write_record(output, {"id": cell.id, "cell": cell.to_dict(), "status": status})
+        rec = {"id": cell.id, "cell": cell.to_dict(), "status": status}
+        records.write_record(output, {**rec, **(done if status == records.FINISHED else {})})
 
 
 def matrix_for(tmp_path: Path, model: str, **overrides) -> Matrix:
@@ -409,11 +441,14 @@ def test_corrupt_record_is_named(capsys, tmp_path, content, words):
                       "splits: {'*': {train_split: 'train[:48]', eval_split: 'validation[:24]'}}\n")
     code, err, _ = bench(capsys, tmp_path, "--config", str(config), output=first.output)
     assert_refused(code, err, f"corrupt record {bad}", *words)
+    assert f"bench forget {'f' * 12} --results {first.output}" in err, "the one way to make the cell run again"
+    assert "its cell then runs again" not in err, "deleting a record does not rerun its cell (the queue has it)"
     assert snapshot(first.output) == before, "nothing was written"
     with pytest.raises(BenchError, match="corrupt record .*ffff.json"):
-        records.read_records(first.output)
-    assert main(["leaderboard", str(first.output)]) == 2
-    assert f"corrupt record {bad}" in capsys.readouterr().err
+        records.read_records(first.output, on_bad="raise")
+    assert main(["leaderboard", str(first.output)]) == 0, "a reading command skips it"
+    err = capsys.readouterr().err
+    assert f"bench: warning: skipped record {bad}: " in err and f"1 record of {first.output} skipped" in err
 
 
 def test_temporary_files_of_a_writer_are_not_records(tmp_path):

@@ -116,21 +116,23 @@ def test_mpnet_keeps_its_heads_but_loses_ffn_units():
 
 @pytest.mark.parametrize("cls, auto", [(BertForSequenceClassification, AutoModelForSequenceClassification),
                                        (None, AutoModelForQuestionAnswering)])  # fmt: skip
-def test_export_loads_with_stock_from_pretrained_and_with_the_sparse_loader(tmp_path, cls, auto):
+def test_export_loads_with_the_safe_loader_from_either_file_and_not_silently_with_stock_from_pretrained(tmp_path, cls,
+                                                                                                        auto):
     from transformers import BertForQuestionAnswering
 
     model = pruned_bert(cls or BertForQuestionAnswering)
     info = write_export(model, tmp_path)
-    stock = auto.from_pretrained(tmp_path, trust_remote_code=True).eval()
-    sparse = load_export(tmp_path)
+    sparse, dense = load_export(tmp_path), load_export(tmp_path, sparse=False)
     reference = model(**inputs())
-    for loaded in (stock, sparse, load_export(tmp_path, sparse=False)):
+    for loaded in (sparse, dense):
         assert type(loaded).__name__ == f"Compact{type(model).__name__}"
         out = loaded(**inputs())
         for key in ("logits",) if cls else ("start_logits", "end_logits"):
             torch.testing.assert_close(out[key], reference[key], atol=1e-5, rtol=1e-5)
-    assert roles_of(stock, 0)["v"].out_features == 2 * HEAD
+    assert roles_of(dense, 0)["v"].out_features == 2 * HEAD
     assert info["sparse_bytes"] < info["compact_bytes"]
+    with pytest.raises(RuntimeError, match="mismatch"):  # per-layer shapes: stock classes cannot size them
+        auto.from_pretrained(tmp_path)
 
 
 def test_load_export_refuses_a_plain_model_folder(tmp_path):
@@ -201,7 +203,7 @@ def test_bench_export_cli_prints_structure_sizes_and_parity(every_method_results
     out = capsys.readouterr().out
     assert code == 0
     assert "heads and" in out and "FFN units removed" in out and "of the dense" in out
-    assert "parity accuracy:" in out and ": ok" in out and "trust_remote_code=True" in out
+    assert "parity accuracy:" in out and ": ok" in out and "load_export" in out and "trust_remote_code" not in out
     assert (tmp_path / "x" / SPARSE_FILE).is_file() and (tmp_path / "x" / "tokenizer.json").is_file()
 
 
