@@ -164,8 +164,9 @@ def plot(df: pd.DataFrame, out: Path, title: str) -> list[Path]:
     paths = [out / "budget-curve.png"]
     fig.savefig(paths[0], dpi=120, bbox_inches="tight")
     plt.close(fig)
-    pruned_steps = df.loc[df["ramp"].notna(), "steps"]
-    largest = df[df["steps"] == (pruned_steps.max() if not pruned_steps.empty else df["steps"].max())]
+    # the largest budget at which the most unregularized methods ran (their losses are comparable)
+    coverage = df[df["method"].isin(UNREGULARIZED)].groupby("steps")["method"].nunique()
+    largest = df[df["steps"] == max(coverage.index, key=lambda n: (coverage[n], n))]
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     first_seed = largest[(largest["seed"] == largest["seed"].min()) & largest["method"].isin(UNREGULARIZED)]
     for (method, seed), rows in first_seed.groupby(["method", "seed"]):
