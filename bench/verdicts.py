@@ -78,7 +78,7 @@ def judge(
     within = bound is not None and (value <= bound if greater_is_better else value >= bound)
     constant = evaluation.constant_predictions()
     before = method_info.get("sparsity_before_projection")
-    reached = float(before) / target_sparsity if before is not None and target_sparsity > 0 else None
+    reached = reached_fraction(before, target_sparsity)
     short = ramp_steps is not None and ramp_steps < min_ramp_steps
     return {
         "chance": bool(within or constant),
@@ -92,6 +92,11 @@ def judge(
         "ramp_steps": ramp_steps,
         "min_ramp_steps": int(min_ramp_steps),
     }
+
+
+def reached_fraction(before: float | None, target: float) -> float | None:
+    """The share of the target sparsity a method reached by itself before the projection, or None."""
+    return float(before) / target if before is not None and target > 0 else None
 
 
 def of_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +113,7 @@ def of_record(record: dict[str, Any]) -> dict[str, Any]:
     if not found:
         target = record["cell"]["sparsity"]
         before = (record.get("method_info") or {}).get("sparsity_before_projection")
-        reached = float(before) / target if before is not None and target > 0 else None
+        reached = reached_fraction(before, target)
         return {"chance": None, "constant_predictions": None, "baseline_bound": None,
                 "projection": reached is not None and reached < REACHED_MIN, "reached_fraction": reached,
                 "reached_sparsity": before, "target_sparsity": target, "short_schedule": None, "ramp_steps": None,
