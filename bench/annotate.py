@@ -30,6 +30,14 @@ def is_true(value: Any) -> bool:
     return known(value) and bool(value)
 
 
+def percent(fraction: float) -> str:
+    """A target sparsity (a fraction) as the shortest exact percentage: 0.975 → ``97.5%``, 0.98 → ``98%``, 0.5 →
+    ``50%``. Exact, so two different targets never share a label (``.0%`` showed 0.975 and 0.98 both as 98%)."""
+    from decimal import Decimal
+
+    return f"{Decimal(repr(float(fraction))).scaleb(2).normalize():f}%"
+
+
 def interval_text(row: Any) -> str:
     """``[low, high]`` of the row's 95% interval (one decimal, metric units), ``[—]`` when unknown."""
     low, high = getattr(row, "ci_low", None), getattr(row, "ci_high", None)
@@ -108,7 +116,7 @@ BASELINE = (
 
 
 def _where(row: Any) -> str:
-    return f"{row.task} {row.method} @ {row.target_sparsity:.0%}"
+    return f"{row.task} {row.method} @ {percent(row.target_sparsity)}"
 
 
 def _reached(row: Any) -> str:
@@ -143,7 +151,7 @@ def legend_lines(board: pd.DataFrame) -> list[str]:
     if "tested" in pruned:
         untested = pruned[pruned["tested"].eq(False)].drop_duplicates(["task", "target_sparsity"])
         for note, group in untested.groupby("test_note", sort=False):
-            columns = ", ".join(f"{r.task} @ {r.target_sparsity:.0%}" for r in group.itertuples())
+            columns = ", ".join(f"{r.task} @ {percent(r.target_sparsity)}" for r in group.itertuples())
             lines.append(f"Not tested, so nothing is marked: {columns} ({note}).")
     if (board["role"] == "reference").any():
         lines.append("[paper]: published values (source and table in the row), never ranked.")

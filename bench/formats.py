@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.annotate import BOLD, LATEX, known, legend, value_text
+from bench.annotate import BOLD, LATEX, known, legend, percent, value_text
 from bench.errors import BenchError
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -144,7 +144,7 @@ def _row(r: Any, bold: str, escape) -> list[str]:
     method = f"{r.method} ({r.description})" if role == "baseline" else r.method
     seeds = {"baseline": "—", "reference": "paper"}.get(role, str(r.seeds))
     cells = [
-        r.task, "—" if role == "baseline" else f"{r.target_sparsity:.0%}", method,
+        r.task, "—" if role == "baseline" else percent(r.target_sparsity), method,
         f"{r.metric} {'↑' if r.greater_is_better else '↓'}", None, seeds,
         _known(r.encoder_sparsity, "{:.2%}".format),
         _known(r.remaining_params, lambda v: f"{v / 1e6:.2f}M of {r.total_params / 1e6:.2f}M"),

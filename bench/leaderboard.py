@@ -196,28 +196,25 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
     """Rows are methods (dense, then the trivial baseline, first), columns are ``task metric @ sparsity``, values
     are :func:`bench.annotate.cell_text` strings of ``board`` (from :func:`bench.significance.board`).
 
+    Columns are keyed by the exact target (task, metric, arrow, target) and labelled with
+    :func:`bench.annotate.percent`, so targets that round to the same percent (0.975, 0.98) stay two columns.
     Dense and the baseline run once per task; their value stands in every sparsity column of their task.
     """
-    from bench.annotate import cell_text
+    from bench.annotate import cell_text, percent
 
     if board.empty:
         return pd.DataFrame()
     pruned = board[board["role"] == "pruned"]
     targets = {task: sorted(set(group["target_sparsity"])) for task, group in pruned.groupby("task")}
-    cells: dict[str, dict[str, str]] = {}
+    cells: dict[str, dict[tuple, str]] = {}
     for row in board.itertuples():
         arrow = "↑" if row.greater_is_better else "↓"
         for target in targets.get(row.task, [0.0]) if row.role != "pruned" else [row.target_sparsity]:
-            column = f"{row.task} {row.metric}{arrow} @ {target:.0%}"
-            cells.setdefault(row.method, {})[column] = cell_text(row)
+            cells.setdefault(row.method, {})[(row.task, row.metric, arrow, float(target))] = cell_text(row)
     methods = sorted(cells, key=lambda m: (m != "dense", m != BASELINE, m))
-    columns = sorted({c for v in cells.values() for c in v}, key=_column_order)
-    return pd.DataFrame([[cells[m].get(c, "") for c in columns] for m in methods], index=methods, columns=columns)
-
-
-def _column_order(column: str) -> tuple[str, float]:
-    task, _, target = column.partition(" @ ")
-    return task, float(target.rstrip("%"))
+    keys = sorted({k for v in cells.values() for k in v})  # by task, metric, then target
+    labels = [f"{task} {metric}{arrow} @ {percent(target)}" for task, metric, arrow, target in keys]
+    return pd.DataFrame([[cells[m].get(k, "") for k in keys] for m in methods], index=methods, columns=labels)
 
 
 def render(board: pd.DataFrame, fmt: str = "github") -> str:

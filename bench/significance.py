@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.annotate import is_true
+from bench.annotate import is_true, percent
 from bench.errors import BenchError
 
 ALPHA = 0.05
@@ -116,7 +116,7 @@ def critical_difference(summary: pd.DataFrame, alpha: float = ALPHA) -> tuple[di
     if pruned.empty:
         return None, "critical-difference diagram skipped: no pruned methods"
     signed = pruned["mean"].where(pruned["greater_is_better"].astype(bool), -pruned["mean"])
-    blocks = pruned["task"] + "@" + pruned["target_sparsity"].map("{:.0%}".format)
+    blocks = pruned["task"] + "@" + pruned["target_sparsity"].map(percent)  # exact: 97.5% and 98% stay apart
     table = pd.DataFrame({"block": blocks, "method": pruned["method"], "value": signed}).pivot_table(
         index="block", columns="method", values="value", aggfunc="mean"
     )

@@ -62,3 +62,23 @@ def test_render_is_markdown():
     text = render(table(collect(RECORDS)))
     assert text.splitlines()[0].startswith("| method") and "| dense" in text.splitlines()[2]
     assert render(table(collect([]))) == "(no finished cells)"
+
+
+def test_targets_that_round_to_the_same_percent_stay_two_columns():
+    """0.975 and 0.98 both printed as "98%" made one column, and one of the two cells was silently dropped."""
+    from bench.formats import long_board, render_board
+    from bench.leaderboard import summarize
+
+    close = [record("movement", "mnli", 0.975, 0, 71.0, 0.975), record("movement", "mnli", 0.98, 0, 65.0, 0.98),
+             record("dense", "mnli", 0.0, 0, 80.0, 0.0)]  # fmt: skip
+    board = table(collect(close))
+    assert list(board.columns) == ["mnli accuracy↑ @ 97.5%", "mnli accuracy↑ @ 98%"]
+    assert [text[:5] for text in board.loc["movement"]] == ["71.00", "65.00"], "both cells appear"
+    assert board.loc["dense"].iloc[0] == board.loc["dense"].iloc[1], "dense stands in every column"
+    text = render_board(long_board(summarize(collect(close))), "md")
+    rows = [[c.strip() for c in line.split("|")[1:4]] for line in text.splitlines() if line.startswith("| mnli")]
+    assert [target for _, target, method in rows if method == "movement"] == ["97.5%", "98%"], "exact row labels"
+    assert "Not tested, so nothing is marked: mnli @ 97.5%, mnli @ 98%" in text, "the legend names both columns"
+    from bench.annotate import percent
+
+    assert [percent(t) for t in (0.5, 0.9, 0.0, 0.999)] == ["50%", "90%", "0%", "99.9%"]
