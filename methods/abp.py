@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor, nn
 
 from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+
+if TYPE_CHECKING:
+    import optuna
 
 if TYPE_CHECKING:
     from bench.task import Task

@@ -6,15 +6,17 @@ Networks through L0 Regularization", ICLR, arXiv 1712.01312), as the movement-pr
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor
 
 from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+
+if TYPE_CHECKING:
+    import optuna
 
 LEFT, RIGHT = -0.1, 1.1  # stretch interval (γ, ζ) of the hard concrete
 BETA = 2.0 / 3.0  # temperature of the concrete

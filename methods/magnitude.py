@@ -7,13 +7,14 @@ arXiv 1710.01878, eq. (1) for the schedule; used as the magnitude baseline by Sa
 
 from __future__ import annotations
 
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from bench.masking import Mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+
+if TYPE_CHECKING:
+    import optuna
 
 
 class Magnitude(PruningMethod):

@@ -16,9 +16,8 @@ with η the learning rate of that AdamW step. Outer loop: refresh α; inner loop
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor
 
@@ -26,6 +25,9 @@ from bench.errors import BenchError
 from bench.masking import Mask, topk_mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def reweighting_factors(weight: Tensor, eps: float) -> Tensor:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +15,9 @@ from bench.masking import Mask, StraightThroughMask, topk_mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
 from bench.schedule import PruningSchedule
+
+if TYPE_CHECKING:
+    import optuna
 
 if TYPE_CHECKING:
     from bench.task import Task

@@ -4,15 +4,17 @@ Fine-Tuning", NeurIPS, arXiv 2005.07683), section 4 ("soft movement pruning") an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import torch
 from torch import Tensor
 
 from bench.masking import StraightThroughMask, keep_top, min_kept
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+
+if TYPE_CHECKING:
+    import optuna
 
 MIN_KEEP = 0.005  # every matrix keeps at least 0.5% of its weights (the authors' ThresholdBinarizer)
 
