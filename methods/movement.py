@@ -35,11 +35,11 @@ class Movement(PruningMethod):
     the 5,400-step warm-up and the 10,800-step cool-down; its MNLI runs ramp longer). Measured here on SST-2 with
     MiniLM (results/readme-budget, results/readme-movement-study): every ramp we could afford (210 to 1,680 steps)
     ends at the majority class, and the model sits at chance for the whole ramp (a 2,520-step ramp ended at 66%
-    against magnitude's 80.5%); ramps of 3,360 and 6,720 steps collapse later (at 26% and 30% sparsity) but still collapse.
-    The cause is the ramp's pace: the lowest-score weights are a coherent set (all moved toward zero), so removing
-    them is a large step along the accumulated update, and a model pruned faster than it recovers falls to one
-    class and stays there (a BERT MLM-pretrained here collapses at the same point). No shorter ramp is known to give
-    movement's own result.
+    against magnitude's 80.5%); ramps of 3,360 and 6,720 steps collapse later (at 26% and 30% sparsity) but still
+    collapse. The cause is the ramp's pace: the lowest-score weights are a coherent set (all moved toward zero), so
+    removing them is a large step along the accumulated update, and a model pruned faster than it recovers falls to
+    one class and stays there (a BERT MLM-pretrained here collapses at the same point). No shorter ramp is known to
+    give movement's own result.
 
     Search space: the pruning warm-up and cool-down fractions, not ``mask_lr``. With constant score initialisation
     and Adam, the scores after any number of steps are ``mask_lr`` times a quantity that does not depend on
