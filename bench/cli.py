@@ -183,7 +183,7 @@ def known_matrix(storage: str, ref: str) -> str:
     """
     import sqlalchemy as sa
 
-    from bench.queue import CELLS
+    from bench.queue import CELLS, MEMBERS
     from bench.stores import check_store
 
     counts: dict[str, int] = {}
@@ -191,9 +191,11 @@ def known_matrix(storage: str, ref: str) -> str:
     if local is None or local.is_file():
         engine = sa.create_engine(storage)
         try:
-            if sa.inspect(engine).has_table(CELLS.name):
+            inspector = sa.inspect(engine)
+            table = next((t for t in (MEMBERS, CELLS) if inspector.has_table(t.name)), None)  # old queues: CELLS
+            if table is not None:
                 with engine.connect() as conn:
-                    query = sa.select(CELLS.c.matrix_id, sa.func.count()).group_by(CELLS.c.matrix_id)
+                    query = sa.select(table.c.matrix_id, sa.func.count()).group_by(table.c.matrix_id)
                     counts = {mid: n for mid, n in conn.execute(query)}
         finally:
             engine.dispose()

@@ -11,6 +11,8 @@ folder, the cell queue (``bench.db``) or the MLflow store are created. Each chec
 - **records already there**: every ``OUTPUT/cells/*.json`` parses as a record (a corrupt one is named), and comes
   from the same *protocol* (a folder holds one protocol: the same model, and per task the same splits, budget
   and HP-search settings; adding methods, sparsities, seeds or tasks is fine, and a rerun skips finished cells);
+  :func:`check_queued` checks the cells already queued again, under the queue's lock, when the matrix is queued
+  (two runs started at once have no records yet);
 - **model**: it resolves (a local folder with ``config.json`` and weights, or a Hub id, from the cache when
   ``HF_HUB_OFFLINE`` is set), has a tokenizer, its architecture is in the prunable table, and every task's head
   fits it (:meth:`bench.task.Task.check_model`: a fine-tuned classifier with another label count is refused), and
@@ -140,6 +142,26 @@ def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, dict[str, Any]
                 f"{FOLDER_RULE}. Use a new --output for this matrix, or run it with the folder's settings"
             )
     return {record["id"]: record for record in found.values()}
+
+
+def check_queued(matrix: Matrix, cells: list[Cell], queued: list[tuple[str, dict[str, Any]]]) -> None:
+    """Compare the cells already in the queue (``[(cell id, cell dict)]``, of earlier or concurrent matrices,
+    read under the queue's insert lock) with the matrix: the folder-protocol check of :func:`check_records` that
+    holds when two runs start at once, before either has written a record.
+
+    Raises:
+        BenchError: a queued cell of another protocol (see :data:`FOLDER_RULE`), naming it and the queue.
+    """
+    expected, models = protocols(cells), {c.model for c in cells}
+    for cell_id, cell in queued:
+        conflict = protocol_conflict(cell, models, expected)
+        if conflict:
+            what = f"{cell['method']}/{cell['task']['name']} @ {cell['sparsity']} seed {cell['seed']}"
+            raise BenchError(
+                f"output folder {matrix.output} holds cells of another protocol in its queue {matrix.storage_url} "
+                f"(queued by another bench run, maybe still running): cell {cell_id[:12]} ({what}) {conflict}. "
+                f"{FOLDER_RULE}. Use a new --output for this matrix, or run it with the folder's settings"
+            )
 
 
 def _json(value: Any) -> Any:

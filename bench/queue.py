@@ -6,6 +6,11 @@ atomic conditional UPDATE and holds it by renewing a lease; a worker that dies l
 takes the cell over. Only the lease holder can *finalize* a cell (another atomic UPDATE), so no cell is ever
 finalized twice. A worker's name carries its host and process id, so a process on the same host can see that a
 holder was killed (``kill -9``) and take its cell at once instead of waiting for the lease to expire.
+
+A cell belongs to every matrix that lists it (table ``bench_matrix_cells``), not only to the one that inserted it:
+a results folder grows by many matrices, and each asks which of *its* cells are done, failed, running or waiting.
+Cells are inserted under a lock (a file lock next to an SQLite file, ``LOCK TABLE`` on PostgreSQL), so a check
+of the cells already queued (the folder's protocol) holds against a concurrent insert.
 """
 
 from __future__ import annotations
@@ -16,17 +21,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from bench.dblock import schema_lock
+from bench.dblock import insert_lock, schema_lock
 
 PENDING, CLAIMED, FINALIZED, FAILED, DIVERGED = "pending", "claimed", "finalized", "failed", "diverged"
 TERMINAL = (FINALIZED, FAILED, DIVERGED)
+Check = Callable[[list[tuple[str, dict[str, Any]]]], None]  # see CellQueue.add_matrix
 
 _metadata = sa.MetaData()
 CELLS = sa.Table(
@@ -44,6 +50,13 @@ CELLS = sa.Table(
     sa.Column("finalize_count", sa.Integer, nullable=False, default=0),
     sa.Column("mlflow_run_id", sa.String(64), nullable=True),
     sa.Column("record_json", sa.Text, nullable=True),
+)
+MEMBERS = sa.Table(  # which matrices list a cell, at which position
+    "bench_matrix_cells",
+    _metadata,
+    sa.Column("matrix_id", sa.String(64), primary_key=True),
+    sa.Column("cell_id", sa.String(64), primary_key=True, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
 )
 
 
@@ -94,36 +107,63 @@ class CellQueue:
         self.engine = sa.create_engine(url, **_engine_kwargs(url))
         with schema_lock(url):
             _metadata.create_all(self.engine)
+            self._backfill_members()
+
+    def _backfill_members(self) -> None:
+        """Give rows of a queue made before ``bench_matrix_cells`` existed their inserting matrix as a member."""
+        listed = sa.exists().where(MEMBERS.c.cell_id == CELLS.c.cell_id, MEMBERS.c.matrix_id == CELLS.c.matrix_id)
+        missing = sa.select(CELLS.c.matrix_id, CELLS.c.cell_id, CELLS.c.position).where(~listed)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(MEMBERS.insert().from_select(["matrix_id", "cell_id", "position"], missing))
+        except sa.exc.IntegrityError:
+            pass  # another process backfilled the same rows meanwhile
 
     # ---- matrix ------------------------------------------------------------------------------------
-    def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]]) -> None:
-        """Insert cells (``{"id", "cell", "options"}``) that are not there yet; existing rows are left alone.
+    def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]], check: Check | None = None) -> None:
+        """Insert cells (``{"id", "cell", "options"}``) that are not there yet (existing rows are left alone) and
+        list all of them as members of ``matrix_id``, at their position in ``cells``.
 
-        Two processes adding the same matrix at once is fine: the one that loses the race reads again.
+        ``check(queued)`` runs first, under the same lock, on ``[(cell id, cell dict)]`` of the queued cells that
+        are not in ``cells``; whatever it raises (a protocol conflict) leaves the queue unchanged. Two processes
+        adding the same matrix at once is fine.
         """
         for attempt in range(5):
             try:
-                return self._insert_new(matrix_id, cells)
+                with insert_lock(self.url):
+                    return self._insert_new(matrix_id, cells, check)
             except sa.exc.IntegrityError:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
-    def _insert_new(self, matrix_id: str, cells: list[dict[str, Any]]) -> None:
+    def _insert_new(self, matrix_id: str, cells: list[dict[str, Any]], check: Check | None) -> None:
         with self.engine.begin() as conn:
-            known = {row[0] for row in conn.execute(sa.select(CELLS.c.cell_id))}
+            if conn.dialect.name == "postgresql":  # held until commit: concurrent inserts see each other's cells
+                conn.execute(sa.text(f"LOCK TABLE {CELLS.name} IN SHARE ROW EXCLUSIVE MODE"))
+            ids = {c["id"] for c in cells}
+            queued = {cid: text for cid, text in conn.execute(sa.select(CELLS.c.cell_id, CELLS.c.cell_json))}
+            if check is not None:
+                check([(cid, json.loads(text)) for cid, text in queued.items() if cid not in ids])
             rows = [
                 {"cell_id": c["id"], "matrix_id": matrix_id, "position": i, "cell_json": json.dumps(c["cell"]),
                  "options_json": json.dumps(c.get("options", {})), "state": PENDING, "finalize_count": 0}
-                for i, c in enumerate(cells) if c["id"] not in known
+                for i, c in enumerate(cells) if c["id"] not in queued
             ]  # fmt: skip
             if rows:
                 conn.execute(CELLS.insert(), rows)
+            listed = {r[0] for r in conn.execute(sa.select(MEMBERS.c.cell_id).where(MEMBERS.c.matrix_id == matrix_id))}
+            members = [{"matrix_id": matrix_id, "cell_id": c["id"], "position": i}
+                       for i, c in enumerate(cells) if c["id"] not in listed]  # fmt: skip
+            if members:
+                conn.execute(MEMBERS.insert(), members)
 
     def cells(self, matrix_id: str | None = None) -> list[QueuedCell]:
+        """The queued cells: of every matrix (in insertion order), or those listed by ``matrix_id`` (in its
+        order), whichever matrix inserted them."""
         query = sa.select(CELLS).order_by(CELLS.c.matrix_id, CELLS.c.position)
         if matrix_id is not None:
-            query = query.where(CELLS.c.matrix_id == matrix_id)
+            query = _of_matrix(sa.select(CELLS), matrix_id).order_by(MEMBERS.c.position)
         with self.engine.connect() as conn:
             return [
                 QueuedCell(
@@ -134,10 +174,10 @@ class CellQueue:
             ]
 
     def records(self, matrix_id: str | None = None) -> list[dict[str, Any]]:
-        """The records of finalized and failed cells."""
+        """The records of finalized and failed cells (of the cells ``matrix_id`` lists, when given)."""
         query = sa.select(CELLS.c.record_json).where(CELLS.c.record_json.is_not(None))
         if matrix_id is not None:
-            query = query.where(CELLS.c.matrix_id == matrix_id)
+            query = _of_matrix(query, matrix_id)
         with self.engine.connect() as conn:
             return [json.loads(r[0]) for r in conn.execute(query)]
 
@@ -185,9 +225,28 @@ class CellQueue:
         """Put failed cells back to pending (``--retry-failed``); returns how many."""
         statement = CELLS.update().where(CELLS.c.state == FAILED)
         if matrix_id is not None:
-            statement = statement.where(CELLS.c.matrix_id == matrix_id)
+            statement = statement.where(CELLS.c.cell_id.in_(_member_ids(matrix_id)))
         with self.engine.begin() as conn:
             return conn.execute(statement.values(state=PENDING, worker=None, lease_until=None)).rowcount
+
+    def want_model(self, cell_id: str) -> None:
+        """Make ``cell_id`` save its model when it runs (a distillation teacher); other options are kept."""
+        with self.engine.begin() as conn:
+            found = conn.execute(sa.select(CELLS.c.options_json).where(CELLS.c.cell_id == cell_id)).scalar()
+            if found is not None and not json.loads(found).get("save_model"):
+                options = json.dumps({**json.loads(found), "save_model": True})
+                conn.execute(CELLS.update().where(CELLS.c.cell_id == cell_id).values(options_json=options))
+
+    def reopen_finalized(self, cell_id: str) -> bool:
+        """Put a finalized cell back to pending (a teacher whose model was not saved); its record stays until the
+        rerun replaces it. Returns whether it did."""
+        statement = (
+            CELLS.update()
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.state == FINALIZED)
+            .values(state=PENDING, worker=None, lease_until=None)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
 
     def renew(self, cell_id: str, worker: str) -> bool:
         statement = (
@@ -242,6 +301,7 @@ class CellQueue:
             statement = statement.where(CELLS.c.worker == row.worker, CELLS.c.lease_until == row.lease_until)
         with self.engine.begin() as conn:
             if conn.execute(statement).rowcount == 1:
+                conn.execute(MEMBERS.delete().where(MEMBERS.c.cell_id == cell_id))
                 return True
         raise RuntimeError(f"cell {cell_id[:12]} was just claimed or finished by a worker")
 
@@ -263,6 +323,15 @@ class CellQueue:
         finally:
             stop.set()
             thread.join()
+
+
+def _member_ids(matrix_id: str) -> sa.Select:
+    return sa.select(MEMBERS.c.cell_id).where(MEMBERS.c.matrix_id == matrix_id)
+
+
+def _of_matrix(query: sa.Select, matrix_id: str) -> sa.Select:
+    """``query`` on CELLS narrowed to the cells that ``matrix_id`` lists (joined, for their position)."""
+    return query.join(MEMBERS, MEMBERS.c.cell_id == CELLS.c.cell_id).where(MEMBERS.c.matrix_id == matrix_id)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
     options = {"save_model": matrix.save_models, "timeout": matrix.timeout, "measure_speed": matrix.measure_speed}
-    queue.add_matrix(mid, [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)}
-                           for c in cells])  # fmt: skip
+    queued = [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)} for c in cells]
+    queue.add_matrix(mid, queued, check=lambda others: preflight.check_queued(matrix, cells, others))
+    prepare_teachers(queue, matrix.output, mid, log, retry_failed)
     adopt_finished(queue, matrix.output, cells)
     rows = queue.cells(mid)
     skipped = skipped_line(rows, len(cells), retry_failed)
@@ -86,6 +87,30 @@ def cell_options(matrix: Matrix, cell: Cell, options: dict[str, Any]) -> dict[st
     """Per-cell settings outside the cell id: a distillation teacher always keeps its model."""
     teacher = matrix.distill and cell.method == "dense"
     return {**options, "save_model": options["save_model"] or teacher}
+
+
+def prepare_teachers(queue: CellQueue, output: Path, mid: str, log: Log, retry_failed: bool = False) -> None:
+    """Make the dense teachers of the matrix's distilled cells that will run save their models, wherever the
+    teachers were queued.
+
+    A teacher finished earlier with its saved model in ``output/models`` is reused (and said so); one finished
+    without it (an earlier matrix ran it without ``--distill`` or ``--save-models``) is put back to pending, so it
+    trains again, saves its model, and its students then run.
+    """
+    rows = {r.cell_id: r for r in queue.cells(mid)}
+    to_run = [r for r in rows.values() if r.state not in TERMINAL or (retry_failed and r.state == FAILED)]
+    teachers = sorted({t for r in to_run if (t := (r.cell.get("distillation") or {}).get("teacher"))})
+    for teacher in teachers:
+        queue.want_model(teacher)
+        row = rows.get(teacher)
+        if row is None or row.state != FINALIZED:
+            continue
+        label = f"dense teacher {Cell.from_dict(row.cell).label()} ({teacher[:12]})"
+        if model_dir(output, teacher).is_dir():
+            log(f"reusing the {label}, finished earlier, and its saved model in {model_dir(output, teacher)}")
+        elif queue.reopen_finalized(teacher):
+            log(f"the {label} finished earlier without saving its model (it ran without --distill or "
+                "--save-models): training it again to save the model its students distil from")  # fmt: skip
 
 
 def adopt_finished(queue: CellQueue, output: Path, cells: list[Cell]) -> None:
@@ -181,9 +206,16 @@ class Worker:
         return row.state not in TERMINAL
 
     def ready(self, row: QueuedCell, rows: list[QueuedCell]) -> bool:
-        """A distilled cell waits for its teacher to be done (a failed teacher makes it fail at once)."""
+        """A distilled cell waits for its teacher to be done, wherever the teacher was queued (a failed teacher
+        makes it fail at once, and so does one missing from the queue: it never waits for nothing)."""
         teacher = (row.cell.get("distillation") or {}).get("teacher")
-        return teacher is None or any(r.cell_id == teacher and r.state in TERMINAL for r in rows)
+        if teacher is None:
+            return True
+        state = next((r.state for r in rows if r.cell_id == teacher), None)
+        if state is None:
+            found = self.queue.row(teacher)
+            state = found.state if found is not None else FINALIZED
+        return state in TERMINAL
 
     def process(self, row: QueuedCell, rows: list[QueuedCell]) -> None:
         cell = Cell.from_dict(row.cell)

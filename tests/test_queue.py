@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from bench.queue import CLAIMED, FINALIZED, PENDING, CellQueue
 
 CELLS = [{"id": f"cell{i}", "cell": {"method": "m", "i": i}, "options": {"save_model": False}} for i in range(3)]
@@ -45,3 +47,41 @@ def test_failed_cells_reopen_only_on_request(tmp_path):
     assert not queue.claim("cell2", "B")
     assert queue.reopen_failed("m1") == 1 and queue.row("cell2").state == PENDING
     assert queue.claim("cell2", "B")
+
+
+def test_a_cell_belongs_to_every_matrix_that_lists_it(tmp_path):
+    queue = CellQueue(f"sqlite:///{tmp_path / 'q.db'}")
+    queue.add_matrix("m1", CELLS[:2])
+    queue.add_matrix("m2", [CELLS[1], CELLS[2]])  # cell1 was inserted by m1
+    assert [c.cell_id for c in queue.cells("m2")] == ["cell1", "cell2"], "in m2's order, whoever inserted them"
+    assert queue.claim("cell1", "A") and queue.finish("cell1", "A", {"id": "cell1"}, state="failed")
+    assert [r["id"] for r in queue.records("m2")] == ["cell1"] and [r["id"] for r in queue.records("m1")] == ["cell1"]
+    assert queue.reopen_failed("m2") == 1 and queue.row("cell1").state == PENDING
+    assert [c.cell_id for c in queue.cells()] == ["cell0", "cell1", "cell2"], "each cell once"
+
+
+def test_the_insert_check_sees_queued_cells_and_refusing_changes_nothing(tmp_path):
+    queue = CellQueue(f"sqlite:///{tmp_path / 'q.db'}")
+    queue.add_matrix("m1", CELLS[:2])
+    seen = []
+
+    def refuse(queued):
+        seen.extend(queued)
+        raise ValueError("another protocol")
+
+    with pytest.raises(ValueError):
+        queue.add_matrix("m2", [CELLS[1], CELLS[2]], check=refuse)
+    assert seen == [("cell0", CELLS[0]["cell"])], "only the queued cells the new matrix does not list"
+    assert queue.cells("m2") == [] and len(queue.cells()) == 2
+
+
+def test_a_queue_from_before_memberships_lists_its_cells_by_their_matrix(tmp_path):
+    import sqlalchemy as sa
+
+    from bench.queue import MEMBERS
+
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    CellQueue(url).add_matrix("m1", CELLS)
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {MEMBERS.name}"))  # as an older bench left it
+    assert [c.cell_id for c in CellQueue(url).cells("m1")] == ["cell0", "cell1", "cell2"]
