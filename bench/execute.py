@@ -37,6 +37,8 @@ class Run:
         masks_to: where to save the finalized model's masks (:mod:`bench.saved_masks`), or None.
         predictions_to: where to save the per-example eval results (:mod:`bench.predictions`), or None.
         measure_speed: time CPU inference of the finalized model against the dense one (:mod:`bench.inference`).
+        progress: called with ``"step s/S (p%)"`` every 10% of the optimizer steps or minute, and once training
+            is over (:mod:`bench.progress`), or None.
     """
 
     data: str
@@ -48,6 +50,7 @@ class Run:
     masks_to: Path | None = None
     measure_speed: bool = False
     predictions_to: Path | None = None
+    progress: Callable[[str], None] | None = None
 
 
 @lru_cache(maxsize=4)
@@ -122,9 +125,16 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     if run.report is not None:
         evaluate = lambda: task.evaluate(trainer, eval_examples, tokenizer, feats)[task.primary_metric]  # noqa: E731
         trainer.add_callback(DevReporter(evaluate, run.report, run.report_steps))
+    if run.progress is not None:
+        from bench.progress import StepClock
+        from bench.training import StepProgress
+
+        trainer.add_callback(StepProgress(StepClock(run.progress)))
     started = time.perf_counter()
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
+    if run.progress is not None:
+        run.progress(f"trained in {train_seconds:.0f}s; finalizing and evaluating")
     schedule = method.pruning_schedule(train_output.global_step)
     method_info = method.finalize(model)
     check_finite(model, train_output.global_step)

@@ -32,6 +32,7 @@ from bench.cell import Cell
 from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
 from bench.matrix import Matrix, expand, matrix_id
 from bench.predictions import predictions_path
+from bench.progress import ProgressLog
 from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
 from bench.saved_masks import masks_path
 
@@ -50,6 +51,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     cells = expand(matrix)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
     records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
+    log = ProgressLog(log, matrix.output)  # the terminal, and OUTPUT/logs/progress.log
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
     options = {"save_model": matrix.save_models, "timeout": matrix.timeout, "measure_speed": matrix.measure_speed}
@@ -161,7 +163,10 @@ class Worker:
         from bench.search import make_storage
         from bench.tracking import make_tracker
 
-        self.queue, self.output, self.log = queue, Path(output), log
+        self.queue, self.output = queue, Path(output)
+        self.log = log if isinstance(log, ProgressLog) else ProgressLog(log, self.output)
+        self.current = ""  # "[cell 2/5] label" of the cell being run, for its step lines
+        self.waiting: list[str] = []  # the open cells this worker last said it waits for
         self.name = name or worker_name()
         self.retry_failed = retry_failed
         self.poll_seconds = poll_seconds if poll_seconds is not None else min(5.0, queue.lease_seconds / 4)
@@ -191,6 +196,7 @@ class Worker:
             claimable = (r for r in open_rows if self.ready(r, rows))
             claimed = next((r for r in claimable if self.queue.claim(r.cell_id, self.name)), None)
             if claimed is None:
+                self.say_waiting(open_rows)
                 time.sleep(self.poll_seconds)  # others hold the open cells: wait, take over if they die
                 continue
             self.process(claimed, rows)
@@ -200,6 +206,16 @@ class Worker:
         for row in rows:
             if row.state == CLAIMED and row.worker != self.name and self.queue.release_dead(row.cell_id, row.worker):
                 self.log(f"{Cell.from_dict(row.cell).label()}: its worker {row.worker} is dead; taking the cell over")
+
+    def say_waiting(self, open_rows: list[QueuedCell]) -> None:
+        """One line when the open cells this worker waits for change (not one per poll)."""
+        waiting = sorted(r.cell_id for r in open_rows)
+        if waiting == self.waiting:
+            return
+        self.waiting = waiting
+        held = sum(r.state == CLAIMED for r in open_rows)
+        self.log(f"waiting: {len(open_rows)} open cell(s) of the matrix, {held} being run by other workers, "
+                 f"{len(open_rows) - held} waiting for their dense teacher")  # fmt: skip
 
     @staticmethod
     def is_open(row: QueuedCell) -> bool:
@@ -223,6 +239,7 @@ class Worker:
             raise RuntimeError(f"queued cell {row.cell_id[:12]} does not round-trip (got {cell.id[:12]})")
         index = next(i for i, r in enumerate(rows, start=1) if r.cell_id == row.cell_id)
         self.log(progress_line(index, len(rows), cell, self.durations))
+        self.current, self.waiting = f"[cell {index}/{len(rows)}] {cell.label()}", []
         started = time.perf_counter()
         self.tracker.fail_running(cell.id, f"attempt killed; the cell was restarted by {self.name}")
         run_id = self.start_run(cell)
@@ -278,7 +295,8 @@ class Worker:
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
                 run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id),
                           measure_speed=bool(options.get("measure_speed")),
-                          predictions_to=predictions_path(self.output, cell.id))
+                          predictions_to=predictions_path(self.output, cell.id),
+                          progress=lambda line: self.log(f"{self.current}: {line}"))
                 result = train_and_evaluate(final, run)
         except DivergenceError as err:
             return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
@@ -333,7 +351,8 @@ class Worker:
                     raise optuna.TrialPruned(f"pruned at step {step} with dev {primary} {value:.3f}")
 
             with tempfile.TemporaryDirectory(prefix="bench-trial-") as workdir:
-                run = Run(TUNING, Path(workdir), None, teacher, report, search.intermediate_steps)
+                run = Run(TUNING, Path(workdir), None, teacher, report, search.intermediate_steps,
+                          progress=lambda line: self.log(f"{self.current} trial {trial.number}: {line}"))
                 return train_and_evaluate(trial_cell, run)["metrics"][primary]
 
         return objective

@@ -35,6 +35,19 @@ class PruningCallback(TrainerCallback):
         self.method.step(state.global_step, state.max_steps, _weights_lr(optimizer))
 
 
+class StepProgress(TrainerCallback):
+    """Reports the optimizer step through a :class:`bench.progress.StepClock` (every 10% of the steps or minute)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.clock.start(state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.clock.step(state.global_step)
+
+
 def _weights_lr(optimizer) -> float | None:
     """Learning rate of the first parameter group (the decayed weights), None when unknown."""
     return optimizer.param_groups[0]["lr"] if optimizer is not None and optimizer.param_groups else None
