@@ -108,7 +108,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     eval_examples = _examples(task_key, run.data, cell.seed)[1]
 
     model = task.build_model(cell.model)
-    method = registry.methods.get(cell.method)(cell.sparsity, **cell.method_hparams)
+    method = registry.methods.get(cell.method)(cell.sparsity, seed=cell.seed, **cell.method_hparams)
     method.prepare(model, task=task, tokenizer=tokenizer)
     if not method.trains_weights:
         freeze_pretrained(model)

@@ -2,7 +2,7 @@
 
 Lifecycle (after torch.ao.pruning's ``BaseSparsifier``: prepare → step → squash_mask)::
 
-    method = MethodClass(sparsity=0.9, **hparams)   # hparams default to the paper's values
+    method = MethodClass(sparsity=0.9, seed=0, **hparams)   # hparams default to the paper's values
     method.prepare(model, task, tokenizer)          # attach masks / scores as parametrizations
     optimizer groups += method.param_groups()       # e.g. scores with their own learning rate
     for each optimizer step t = 1..T:
@@ -12,12 +12,19 @@ Lifecycle (after torch.ao.pruning's ``BaseSparsifier``: prepare → step → squ
     info = method.finalize(model)                   # bake hard masks into weights, remove parametrizations
 
 ``step(0, T)`` is also called once before the first optimizer step.
+
+The common case needs one method, :meth:`PruningMethod.scores` (the importance of every prunable weight): a method
+whose ``Hparams`` inherit :class:`~bench.schedule.CubicScheduleHparams` then keeps the local top-k of its scores at
+the scheduled sparsity after every step, and every method's default :meth:`~PruningMethod.set_final_masks` keeps the
+local top-k at the target. Methods with rules of their own (gates, thresholds, proximal steps) override those two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
@@ -25,12 +32,17 @@ from torch import Tensor, nn
 from bench.errors import BenchError
 from bench.masking import Mask, attach, bake, global_topk_masks, original_weight, topk_masks
 from bench.prunable import PrunableWeight, prunable_weights
-from bench.schedule import PruningSchedule
+from bench.schedule import CubicScheduleHparams, PruningSchedule
 
 if TYPE_CHECKING:
     import optuna
 
     from bench.task import Task
+
+
+@dataclasses.dataclass(frozen=True)
+class NoHparams:
+    """The hyperparameters of a method that has none."""
 
 
 class PruningMethod(ABC):
@@ -39,7 +51,11 @@ class PruningMethod(ABC):
     Class attributes:
         name: registry name (``bench ls methods``).
         description: one line for listings.
-        defaults: the method's hyperparameters with the paper's values; constructor keywords override them.
+        Hparams: a frozen dataclass of the method's hyperparameters with the paper's values as defaults (constructor
+            keywords override them; the instance is ``self.h``). Inherit :class:`~bench.schedule.CubicScheduleHparams`
+            to prune on the cubic schedule.
+        defaults: read-only ``{name: default}`` of ``Hparams``, derived from it (a plugin written against the older
+            interface may still declare a plain ``defaults`` dict instead; it becomes its ``Hparams``).
         trains_weights: False when the pretrained weights stay frozen (only scores and the task head learn).
         prunes: False for the ``dense`` reference, which the matrix runs at sparsity 0 only.
         min_ramp_steps: the shortest pruning ramp (optimizer steps between the end of the pruning warm-up and the
@@ -49,6 +65,7 @@ class PruningMethod(ABC):
 
     Args:
         sparsity: target fraction of exact zeros in the prunable set after :meth:`finalize`, in [0, 1).
+        seed: the cell's seed, for methods that draw random numbers (their own ``torch.Generator``).
         **hparams: overrides of :attr:`defaults`.
 
     Raises:
@@ -58,12 +75,23 @@ class PruningMethod(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    Hparams: ClassVar[type] = NoHparams
+    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     trains_weights: ClassVar[bool] = True
     prunes: ClassVar[bool] = True
     min_ramp_steps: ClassVar[int] = 0
 
-    def __init__(self, sparsity: float, **hparams: Any):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("defaults")
+        if declared is not None and "Hparams" not in cls.__dict__:  # the older interface: a plain dict
+            fields = [(key, Any, dataclasses.field(default=value)) for key, value in declared.items()]
+            cls.Hparams = dataclasses.make_dataclass(f"{cls.__name__}Hparams", fields, frozen=True)
+        if not dataclasses.is_dataclass(cls.Hparams):
+            raise TypeError(f"{cls.__name__}.Hparams must be a dataclass")
+        cls.defaults = MappingProxyType(dataclasses.asdict(cls.Hparams()))
+
+    def __init__(self, sparsity: float, *, seed: int = 0, **hparams: Any):
         if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
             raise BenchError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
         unknown = sorted(set(hparams) - set(self.defaults))
@@ -80,8 +108,10 @@ class PruningMethod(ABC):
                     f"(its default is {self.defaults[key]!r}), got {value!r} ({type(value).__name__})"
                 )
         self.sparsity = float(sparsity)
-        self.hparams: dict[str, Any] = {**self.defaults, **hparams}
-        check_schedule_hparams(self.name, self.hparams)
+        self.seed = int(seed)
+        check_schedule_hparams(self.name, {**self.defaults, **hparams})
+        self.h = self.Hparams(**hparams)
+        self.hparams: dict[str, Any] = dataclasses.asdict(self.h)  # what cell ids and records hold
         self.masks: dict[str, Mask] = {}
         self.weights: dict[str, PrunableWeight] = {}
 
@@ -102,8 +132,15 @@ class PruningMethod(ABC):
         self.masks = attach(found, self.make_mask)
 
     @abstractmethod
+    def scores(self) -> dict[str, Tensor]:
+        """The importance of every prunable weight, ``{layer name: tensor of the weight's shape (out, in)}``;
+        higher is kept. Empty for a method that prunes nothing. Read by the default :meth:`step` and
+        :meth:`set_final_masks` (local top-k, Sanh et al. 2020 eq. 2's Top_v)."""
+
     def make_mask(self, weight: PrunableWeight) -> Mask:
-        """The parametrization for one prunable weight (called by :meth:`prepare`)."""
+        """The parametrization for one prunable weight (called by :meth:`prepare`); by default a hard 0/1
+        :class:`~bench.masking.Mask`. Methods with learned scores return theirs."""
+        return Mask(weight.module.weight)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Extra optimizer parameter groups, e.g. ``[{"params": scores, "lr": 1e-2, "weight_decay": 0.0}]``."""
@@ -113,8 +150,12 @@ class PruningMethod(ABC):
         """A scalar added to the task loss before backward, or None."""
         return None
 
-    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:  # noqa: B027 - optional hook
+    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         """Hook after optimizer step ``step`` of ``total_steps`` (and once with step=0 before training).
+
+        By default, a method on the cubic schedule (``Hparams`` inheriting
+        :class:`~bench.schedule.CubicScheduleHparams`) keeps the local top-k of :meth:`scores` at the scheduled
+        sparsity; any other method does nothing here.
 
         Args:
             step: optimizer steps taken, 0 ≤ step ≤ total_steps.
@@ -122,6 +163,8 @@ class PruningMethod(ABC):
             lr: the weights' learning rate for the coming step (after the scheduler's update), for proximal
                 methods; None when unknown.
         """
+        if isinstance(self.h, CubicScheduleHparams):
+            self.project_scores(self.scheduled_sparsity(step, total_steps))
 
     def finalize(self, model: nn.Module) -> dict[str, float]:
         """Set the final hard masks at the target sparsity, bake them into the weights, drop parametrizations.
@@ -134,9 +177,15 @@ class PruningMethod(ABC):
         self.masks = {}
         return info
 
-    @abstractmethod
     def set_final_masks(self) -> dict[str, float]:
-        """Write the final hard masks (exactly the target sparsity where the method projects) into ``mask``."""
+        """Write the final hard masks (exactly the target sparsity where the method projects) into ``mask``; by
+        default the local top-k of :meth:`scores` at the target.
+
+        Returns:
+            Extra facts for the cell record (none by default).
+        """
+        self.project_scores(self.sparsity)
+        return {}
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
@@ -144,6 +193,12 @@ class PruningMethod(ABC):
         return {}
 
     # ---- helpers for subclasses --------------------------------------------------------------------------
+    def project_scores(self, sparsity: float) -> None:
+        """Keep the local top-k of :meth:`scores` at ``sparsity`` in every mask (nothing when there are none)."""
+        scores = self.scores()
+        if scores:
+            self.project_locally(scores, sparsity)
+
     def project_locally(self, scores: Mapping[str, Tensor], sparsity: float) -> None:
         """Set every hard mask to the top-k of its own ``scores`` at ``sparsity`` (Sanh et al. 2020's local
         Top_v), batched by shape (:func:`bench.masking.topk_masks`)."""
@@ -163,22 +218,15 @@ class PruningMethod(ABC):
     def pruning_schedule(self, total_steps: int) -> PruningSchedule | None:
         """Where this method prunes in a run of ``total_steps`` optimizer steps, or None when it never prunes.
 
-        Methods with the cubic schedule take their warm-up and cool-down from the hyperparameters
-        ``warmup_frac``/``cooldown_frac`` or, where given, ``warmup_steps``/``cooldown_steps`` (steps win); methods
-        without them prune throughout the run (a ramp of ``total_steps``).
+        Methods on the cubic schedule take their warm-up and cool-down from their
+        :class:`~bench.schedule.CubicScheduleHparams`; other methods prune throughout the run (a ramp of
+        ``total_steps``).
         """
         if not self.prunes:
             return None
-        h = self.hparams
-        if "warmup_frac" not in h and "warmup_steps" not in h:
-            return PruningSchedule(total_steps, 0, total_steps, 0)
-        return PruningSchedule.of(
-            total_steps,
-            warmup_frac=h.get("warmup_frac", 0.0),
-            cooldown_frac=h.get("cooldown_frac", 0.0),
-            warmup_steps=h.get("warmup_steps"),
-            cooldown_steps=h.get("cooldown_steps"),
-        )
+        if isinstance(self.h, CubicScheduleHparams):
+            return self.h.schedule(total_steps)
+        return PruningSchedule(total_steps, 0, total_steps, 0)
 
     def scheduled_sparsity(self, step: int, total_steps: int) -> float:
         """Target sparsity after ``step`` steps on the cubic schedule (:meth:`pruning_schedule`, Zhu & Gupta eq. 1)."""

@@ -96,3 +96,21 @@ def cubic_schedule(
         ValueError: on a non-positive ``total_steps`` or fractions outside [0, 1) or adding up to 1 or more.
     """
     return PruningSchedule.of(total_steps, warmup_frac, cooldown_frac).value(step, final, initial)
+
+
+@dataclass(frozen=True)
+class CubicScheduleHparams:
+    """The pruning schedule's hyperparameters, shared by every method that prunes on the cubic schedule: a method's
+    ``Hparams`` dataclass inherits them, and the base class's default ``step`` then keeps the top-k of the method's
+    scores at the scheduled sparsity. Fractions of the run, or optimizer steps where given (steps win)."""
+
+    warmup_frac: float = 0.1
+    cooldown_frac: float = 0.2
+    warmup_steps: int | None = None
+    cooldown_steps: int | None = None
+
+    def schedule(self, total_steps: int) -> PruningSchedule:
+        """The :class:`PruningSchedule` of a run of ``total_steps`` optimizer steps (:meth:`PruningSchedule.of`)."""
+        return PruningSchedule.of(
+            total_steps, self.warmup_frac, self.cooldown_frac, self.warmup_steps, self.cooldown_steps
+        )

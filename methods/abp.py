@@ -5,6 +5,7 @@ arXiv 2105.03343).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,9 +49,18 @@ class LogitMask(Mask):
     The bool ``mask`` buffer holds 1[θ > 0] (what :func:`bench.masking.bake` applies).
     """
 
-    def __init__(self, weight: Tensor, mean: float, std: float, t_large: float, t_small: float):
+    def __init__(
+        self,
+        weight: Tensor,
+        mean: float,
+        std: float,
+        t_large: float,
+        t_small: float,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(weight)
-        self.logits = nn.Parameter(torch.empty_like(weight, dtype=torch.float32).normal_(mean, std))
+        logits = torch.empty(weight.shape, dtype=torch.float32).normal_(mean, std, generator=generator)
+        self.logits = nn.Parameter(logits.to(weight.device))
         self.register_buffer("grad_sum", torch.zeros_like(self.logits), persistent=False)
         self.t_large = t_large
         self.t_small = t_small
@@ -110,14 +120,16 @@ class AdaptingByPruning(PruningMethod):
     name = "abp"
     min_ramp_steps = 25_000
     description = "adapting by pruning: frozen weights, mask logits theta -= alpha*grad + gamma (Gao et al. 2021)"
-    defaults = {
-        "alpha": 2e-5,
-        "gamma": 2e-7,
-        "t_large": 1e5,
-        "t_small": 1.0,
-        "init_mean": 0.1,
-        "init_var": 0.0009,
-    }
+
+    @dataclass(frozen=True)
+    class Hparams:
+        alpha: float = 2e-5
+        gamma: float = 2e-7
+        t_large: float = 1e5
+        t_small: float = 1.0
+        init_mean: float = 0.1
+        init_var: float = 0.0009
+
     trains_weights = False
 
     def __init__(self, sparsity: float, **hparams: Any):
@@ -127,15 +139,21 @@ class AdaptingByPruning(PruningMethod):
 
     def prepare(self, model: nn.Module, task: Task | None = None, tokenizer: Any = None) -> None:
         self.stopped, self.stop_step = False, None
+        self._generator = torch.Generator().manual_seed(self.seed)  # θ₀ ~ N(mean, var) from the cell's seed
         super().prepare(model, task, tokenizer)
 
     def make_mask(self, weight: PrunableWeight) -> Mask:
-        h = self.hparams
-        return LogitMask(weight.module.weight, h["init_mean"], math.sqrt(h["init_var"]), h["t_large"], h["t_small"])
+        h = self.h
+        return LogitMask(
+            weight.module.weight, h.init_mean, math.sqrt(h.init_var), h.t_large, h.t_small, self._generator
+        )
 
     def param_groups(self) -> list[dict[str, Any]]:
-        logits = [mask.logits for mask in self.masks.values()]
-        return [{"params": logits, "lr": 0.0, "weight_decay": 0.0}]
+        return [{"params": list(self.scores().values()), "lr": 0.0, "weight_decay": 0.0}]
+
+    def scores(self) -> dict[str, Tensor]:
+        """The logits θ (θ ≤ 0: pruned)."""
+        return {name: mask.logits for name, mask in self.masks.items()}
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         if step > 0 and not self.stopped:
@@ -165,7 +183,7 @@ class AdaptingByPruning(PruningMethod):
 
     @torch.no_grad()
     def _update_logits(self) -> None:
-        alpha, gamma = self.hparams["alpha"], self.hparams["gamma"]
+        alpha, gamma = self.h.alpha, self.h.gamma
         for mask in self.masks.values():
             mask.logits.add_(mask.grad_sum, alpha=-alpha).sub_(gamma)
 
@@ -176,7 +194,7 @@ class AdaptingByPruning(PruningMethod):
 
     @torch.no_grad()
     def _project(self) -> None:
-        self.project_globally({name: mask.logits for name, mask in self.masks.items()})
+        self.project_globally(self.scores())
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
-from bench.masking import Mask
 from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
 
 
 class Dense(PruningMethod):
@@ -23,8 +21,5 @@ class Dense(PruningMethod):
     def prepare(self, model: nn.Module, task=None, tokenizer=None) -> None:
         self.masks = {}
 
-    def make_mask(self, weight: PrunableWeight) -> Mask:  # pragma: no cover - never called
-        raise NotImplementedError("dense attaches no masks")
-
-    def set_final_masks(self) -> dict[str, float]:
+    def scores(self) -> dict[str, Tensor]:
         return {}

@@ -6,6 +6,7 @@ Networks through L0 Regularization", ICLR, arXiv 1712.01312), as the movement-pr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -97,25 +98,34 @@ class L0(PruningMethod):
     name = "l0"
     min_ramp_steps = 55_000
     description = "L0 regularization with hard-concrete gates (Louizos et al. 2018), global top-k projection at the end"
-    defaults = {"mask_lr": 1e-1, "mask_init": 2.197, "reg_lambda": 125.0, "beta": BETA}
+
+    @dataclass(frozen=True)
+    class Hparams:
+        mask_lr: float = 1e-1
+        mask_init: float = 2.197
+        reg_lambda: float = 125.0
+        beta: float = BETA
 
     def make_mask(self, weight: PrunableWeight) -> HardConcreteMask:
-        return HardConcreteMask(weight.module.weight, init=self.hparams["mask_init"], beta=self.hparams["beta"])
+        return HardConcreteMask(weight.module.weight, init=self.h.mask_init, beta=self.h.beta)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        scores = [mask.scores for mask in self.masks.values()]
-        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+        return [{"params": list(self.scores().values()), "lr": self.h.mask_lr, "weight_decay": 0.0}]
+
+    def scores(self) -> dict[str, Tensor]:
+        """log α of every gate (its location; higher: more often open)."""
+        return {name: mask.scores for name, mask in self.masks.items()}
 
     def regularization_loss(self) -> Tensor | None:
         """λ · mean over matrices of Σ σ(S − β·log(−γ/ζ))/numel."""
         if not self.masks:
             return None
-        beta = self.hparams["beta"]
+        beta = self.h.beta
         terms = [open_probability(mask.scores, beta).mean() for mask in self.masks.values()]
-        return self.hparams["reg_lambda"] * torch.stack(terms).mean()
+        return self.h.reg_lambda * torch.stack(terms).mean()
 
     def set_final_masks(self) -> dict[str, float]:
-        scores = {name: mask.scores for name, mask in self.masks.items()}
+        scores = self.scores()
         with torch.no_grad():
             closed = sum(int((eval_gate(s) == 0).sum()) for s in scores.values())
         total = sum(s.numel() for s in scores.values())

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bench.masking import Mask
+from torch import Tensor
+
 from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
+from bench.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna
@@ -34,20 +35,10 @@ class Magnitude(PruningMethod):
 
     name = "magnitude"
     description = "gradual magnitude pruning, local top-k of |W| on the cubic schedule (Zhu & Gupta 2017)"
-    defaults = {"warmup_frac": 0.1, "cooldown_frac": 0.2, "warmup_steps": None, "cooldown_steps": None}
+    Hparams = CubicScheduleHparams
 
-    def make_mask(self, weight: PrunableWeight) -> Mask:
-        return Mask(weight.module.weight)
-
-    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
-        self._update(self.scheduled_sparsity(step, total_steps))
-
-    def set_final_masks(self) -> dict[str, float]:
-        self._update(self.sparsity)
-        return {}
-
-    def _update(self, sparsity: float) -> None:
-        self.project_locally({name: self.weight(name).detach().abs() for name in self.masks}, sparsity)
+    def scores(self) -> dict[str, Tensor]:
+        return {name: self.weight(name).detach().abs() for name in self.masks}
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

@@ -4,11 +4,15 @@ Fine-Tuning", NeurIPS, arXiv 2005.07683).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
 
 from bench.masking import Mask, StraightThroughMask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+from bench.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna
@@ -50,31 +54,20 @@ class Movement(PruningMethod):
     name = "movement"
     min_ramp_steps = 39_000
     description = "movement pruning: local top-k of learned scores S, S += -W*dL/dW (Sanh et al. 2020)"
-    defaults = {
-        "mask_lr": 1e-2,
-        "score_init": 0.0,
-        "warmup_frac": 0.1,
-        "cooldown_frac": 0.2,
-        "warmup_steps": None,
-        "cooldown_steps": None,
-    }
+
+    @dataclass(frozen=True)
+    class Hparams(CubicScheduleHparams):
+        mask_lr: float = 1e-2
+        score_init: float = 0.0
 
     def make_mask(self, weight: PrunableWeight) -> Mask:
-        return StraightThroughMask(weight.module.weight, init=self.hparams["score_init"])
+        return StraightThroughMask(weight.module.weight, init=self.h.score_init)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        scores = [mask.scores for mask in self.masks.values()]
-        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+        return [{"params": list(self.scores().values()), "lr": self.h.mask_lr, "weight_decay": 0.0}]
 
-    def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
-        self._update(self.scheduled_sparsity(step, total_steps))
-
-    def set_final_masks(self) -> dict[str, float]:
-        self._update(self.sparsity)
-        return {}
-
-    def _update(self, sparsity: float) -> None:
-        self.project_locally({name: mask.scores for name, mask in self.masks.items()}, sparsity)
+    def scores(self) -> dict[str, Tensor]:
+        return {name: mask.scores for name, mask in self.masks.items()}
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:

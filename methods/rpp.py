@@ -16,15 +16,15 @@ with η the learning rate of that AdamW step. Outer loop: refresh α; inner loop
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from bench.errors import BenchError
-from bench.masking import Mask, topk_mask
+from bench.masking import topk_mask
 from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
 
 if TYPE_CHECKING:
     import optuna
@@ -117,11 +117,16 @@ class RPP(PruningMethod):
 
     name = "rpp"
     description = "reweighted proximal pruning: AdamW on the task loss + reweighted-l1 prox step (Guo et al. 2019)"
-    defaults = {"gamma": 1e-3, "eps": 1e-3, "reweight_every": 100}
+
+    @dataclass(frozen=True)
+    class Hparams:
+        gamma: float = 1e-3
+        eps: float = 1e-3
+        reweight_every: int = 100
 
     def __init__(self, sparsity: float, **hparams: Any):
         super().__init__(sparsity, **hparams)
-        gamma, eps, every = self.hparams["gamma"], self.hparams["eps"], self.hparams["reweight_every"]
+        gamma, eps, every = self.h.gamma, self.h.eps, self.h.reweight_every
         if not (isinstance(gamma, (int, float)) and gamma >= 0):
             raise BenchError(f"rpp: gamma must be a number >= 0, got {gamma!r}")
         if not (isinstance(eps, (int, float)) and eps > 0):
@@ -133,8 +138,9 @@ class RPP(PruningMethod):
         self._step_lr: float | None = None  # learning rate of the coming optimizer step
         self._warned = False
 
-    def make_mask(self, weight: PrunableWeight) -> Mask:
-        return Mask(weight.module.weight)
+    def scores(self) -> dict[str, Tensor]:
+        """|w|: the final cut keeps the largest weights of every matrix (local, as the magnitude baseline)."""
+        return {name: self.weight(name).detach().abs() for name in self.masks}
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         if step == 0 or not self.alpha:
@@ -145,20 +151,17 @@ class RPP(PruningMethod):
         eta = self._step_lr if self._step_lr is not None else lr
         self._step_lr = lr
         self._proximal_step(eta)
-        if step % self.hparams["reweight_every"] == 0:
+        if step % self.h.reweight_every == 0:
             self._reweight(step)
 
     def set_final_masks(self) -> dict[str, float]:
-        zeros = total = 0
-        for name, mask in self.masks.items():
-            weight = self.weight(name)
-            zeros += int((weight == 0).sum())
-            total += weight.numel()
-            mask.mask.copy_(topk_mask(weight.abs(), self.sparsity))
-        return {"sparsity_before_projection": zeros / total}
+        weights = [self.weight(name) for name in self.masks]
+        zeros = sum(int((w == 0).sum()) for w in weights)
+        self.project_scores(self.sparsity)
+        return {"sparsity_before_projection": zeros / sum(w.numel() for w in weights)}
 
     def _reweight(self, step: int) -> None:
-        eps = self.hparams["eps"]
+        eps = self.h.eps
         self.alpha = {name: reweighting_factors(self.weight(name), eps) for name in self.masks}
         self.alpha_step = step
 
@@ -168,7 +171,7 @@ class RPP(PruningMethod):
                 warnings.warn("rpp: no learning rate passed to step(); proximal steps are skipped", stacklevel=3)
                 self._warned = True
             return
-        scale = eta * self.hparams["gamma"]
+        scale = eta * self.h.gamma
         if scale <= 0:
             return
         with torch.no_grad():

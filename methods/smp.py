@@ -5,6 +5,7 @@ Without Fine-Tuning", arXiv 2210.06210; reference code github.com/kongds/SMP).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,7 +15,7 @@ from bench.errors import BenchError
 from bench.masking import Mask, StraightThroughMask, topk_mask
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
-from bench.schedule import PruningSchedule
+from bench.schedule import CubicScheduleHparams, PruningSchedule
 
 if TYPE_CHECKING:
     import optuna
@@ -76,23 +77,22 @@ class SMP(PruningMethod):
     name = "smp"
     min_ramp_steps = 22_600
     description = "static model pruning: frozen weights, top-k on learned scores S += -W*dL/dW' (Jiang et al. 2022)"
-    defaults = {
-        "variant": "S",
-        "mask_lr": 2e-2,
-        "lambda_r": 400.0,
-        "score_init": 0.0,
-        "budget_temperature": 1.0,
-        "warmup_frac": 0.0,
-        "cooldown_frac": 0.2,
-        "warmup_steps": None,
-        "cooldown_steps": None,
-    }
+
+    @dataclass(frozen=True)
+    class Hparams(CubicScheduleHparams):
+        warmup_frac: float = 0.0
+        variant: str = "S"
+        mask_lr: float = 2e-2
+        lambda_r: float = 400.0
+        score_init: float = 0.0
+        budget_temperature: float = 1.0
+
     trains_weights = False
 
     def __init__(self, sparsity: float, **hparams: Any):
         super().__init__(sparsity, **hparams)
-        if self.hparams["variant"] not in VARIANTS:
-            raise BenchError(f"smp: variant must be one of {', '.join(VARIANTS)}, got {self.hparams['variant']!r}")
+        if self.h.variant not in VARIANTS:
+            raise BenchError(f"smp: variant must be one of {', '.join(VARIANTS)}, got {self.h.variant!r}")
         self._lambda = 0.0
         self._head_from_label_words = False
 
@@ -106,11 +106,13 @@ class SMP(PruningMethod):
             self._head_from_label_words = True
 
     def make_mask(self, weight: PrunableWeight) -> Mask:
-        return StraightThroughMask(weight.module.weight, init=self.hparams["score_init"])
+        return StraightThroughMask(weight.module.weight, init=self.h.score_init)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        scores = [mask.scores for mask in self.masks.values()]
-        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+        return [{"params": list(self.scores().values()), "lr": self.h.mask_lr, "weight_decay": 0.0}]
+
+    def scores(self) -> dict[str, Tensor]:
+        return {name: mask.scores for name, mask in self.masks.items()}
 
     def regularization_loss(self) -> Tensor | None:
         """λ_t·R(S), R(S) = mean over matrices of Σσ(S)/numel; None while λ_t is 0."""
@@ -121,7 +123,7 @@ class SMP(PruningMethod):
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         whole_run = PruningSchedule(total_steps, 0, total_steps, 0)  # the code's λ ramp: cubic over the whole run
-        self._lambda = whole_run.value(step, final=self.hparams["lambda_r"])
+        self._lambda = whole_run.value(step, final=self.h.lambda_r)
         self._update(self.scheduled_sparsity(step, total_steps))
 
     def set_final_masks(self) -> dict[str, float]:
@@ -130,9 +132,8 @@ class SMP(PruningMethod):
 
     # ---- masks -----------------------------------------------------------------------------------------
     def _update(self, sparsity: float) -> None:
-        if self.hparams["variant"] == "L":
-            for mask in self.masks.values():
-                mask.mask.copy_(topk_mask(mask.scores, sparsity))
+        if self.h.variant == "L":
+            self.project_scores(sparsity)
             return
         for name, keep in self.layer_budgets(sparsity).items():
             mask = self.masks[name]
@@ -149,7 +150,7 @@ class SMP(PruningMethod):
         for names in self._roles().values():
             scores = [self.masks[name].scores.detach() for name in names]
             sizes = [s.numel() for s in scores]
-            importance = [float(torch.sigmoid(s / self.hparams["budget_temperature"]).mean()) for s in scores]
+            importance = [float(torch.sigmoid(s / self.h.budget_temperature).mean()) for s in scores]
             keep = sum(sizes) - round(sparsity * sum(sizes))
             budgets.update(zip(names, allocate(importance, sizes, keep), strict=True))
         return budgets

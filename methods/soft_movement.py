@@ -4,6 +4,7 @@ Fine-Tuning", NeurIPS, arXiv 2005.07683), section 4 ("soft movement pruning") an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor
 from bench.masking import StraightThroughMask, keep_top, min_kept
 from bench.method import PruningMethod
 from bench.prunable import PrunableWeight
+from bench.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna
@@ -77,16 +79,13 @@ class SoftMovement(PruningMethod):
     name = "soft_movement"
     min_ramp_steps = 39_000
     description = "soft movement pruning: sigma(S) > tau with an L1 penalty on sigma(S), tau cubic 0 -> 0.1 (Sanh 2020)"
-    defaults = {
-        "mask_lr": 1e-2,
-        "score_init": 0.0,
-        "final_threshold": 0.1,
-        "final_lambda": 400.0,
-        "warmup_frac": 0.1,
-        "cooldown_frac": 0.2,
-        "warmup_steps": None,
-        "cooldown_steps": None,
-    }
+
+    @dataclass(frozen=True)
+    class Hparams(CubicScheduleHparams):
+        mask_lr: float = 1e-2
+        score_init: float = 0.0
+        final_threshold: float = 0.1
+        final_lambda: float = 400.0
 
     def __init__(self, sparsity: float, **hparams: Any):
         super().__init__(sparsity, **hparams)
@@ -94,17 +93,19 @@ class SoftMovement(PruningMethod):
         self.reg_lambda = 0.0
 
     def make_mask(self, weight: PrunableWeight) -> SoftThresholdMask:
-        return SoftThresholdMask(weight.module.weight, init=self.hparams["score_init"])
+        return SoftThresholdMask(weight.module.weight, init=self.h.score_init)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        scores = [mask.scores for mask in self.masks.values()]
-        return [{"params": scores, "lr": self.hparams["mask_lr"], "weight_decay": 0.0}]
+        return [{"params": list(self.scores().values()), "lr": self.h.mask_lr, "weight_decay": 0.0}]
+
+    def scores(self) -> dict[str, Tensor]:
+        return {name: mask.scores for name, mask in self.masks.items()}
 
     def schedule(self, step: int, total_steps: int) -> tuple[float, float]:
         """(τ_t, λ_t) after ``step`` of ``total_steps`` optimizer steps (τ on :meth:`pruning_schedule`)."""
-        final = self.hparams["final_threshold"]
+        final = self.h.final_threshold
         threshold = self.pruning_schedule(total_steps).value(step, final=final)
-        return threshold, self.hparams["final_lambda"] * threshold / final
+        return threshold, self.h.final_lambda * threshold / final
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         self.threshold, self.reg_lambda = self.schedule(step, total_steps)
@@ -119,8 +120,8 @@ class SoftMovement(PruningMethod):
         return self.reg_lambda * torch.stack(terms).mean()
 
     def set_final_masks(self) -> dict[str, float]:
-        scores = {name: mask.scores for name, mask in self.masks.items()}
-        final = self.hparams["final_threshold"]
+        scores = self.scores()
+        final = self.h.final_threshold
         pruned = sum(int((~threshold_mask(s, final)).sum()) for s in scores.values())
         total = sum(s.numel() for s in scores.values())
         self.project_globally(scores, floor=MIN_KEEP)

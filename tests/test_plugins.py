@@ -11,23 +11,20 @@ from pathlib import Path
 PLUGIN = textwrap.dedent(
     '''
     """A throwaway third-party pruning method."""
-    from bench.masking import Mask, topk_mask
+    import torch
+
     from bench.method import PruningMethod
 
 
     class Random(PruningMethod):
-        """Prunes a random subset once, at the end."""
+        """Prunes a random subset once, at the end (random scores from the cell's seed)."""
 
         name = "random_prune"
         description = "random pruning from a third-party package"
 
-        def make_mask(self, weight):
-            return Mask(weight.module.weight)
-
-        def set_final_masks(self):
-            for mask in self.masks.values():
-                mask.mask.copy_(topk_mask(mask.mask.float().uniform_(), self.sparsity))
-            return {}
+        def scores(self):
+            generator = torch.Generator().manual_seed(self.seed)
+            return {name: torch.rand(mask.mask.shape, generator=generator) for name, mask in self.masks.items()}
     '''
 )
 
