@@ -34,15 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "search": {"trials": 0, "space": SMALL_MODEL_SPACE},
         "model": QUICK_MODEL,
         "budget": Budget(epochs=1, batch_size=32, learning_rate=2e-4, warmup_ratio=0.1, max_length=128),
-        "tasks": {
-            "mnli": {"train_split": "train[:2000]", "eval_split": "validation_matched[:2000]"},
-            "sst2": {"train_split": "train[:2000]", "eval_split": "validation"},
-            "squad": {
-                "train_split": "train[:800]",
-                "eval_split": "validation[:500]",
-                "budget": {"batch_size": 16, "max_length": 256, "doc_stride": 64},
-            },
-        },
+        # Each task's slices and budget changes under a preset live with the task (Task.presets).
     },
     "proxy": {
         "description": "SST-2 proxy of the paper's schedule: full train, length 64, batch 16, 2 epochs (~8.4k steps)",
@@ -51,20 +43,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": Budget(epochs=2, batch_size=16, learning_rate=1e-4, warmup_ratio=0.06, max_length=64),
         # Pruning warm-up 1.5k steps, cubic ramp until 70% of the run, cool-down 30% (2.5k steps at 2 epochs).
         "schedule": {"warmup_steps": 1500, "cooldown_frac": 0.3},
-        "tasks": {"sst2": {"train_split": "train", "eval_split": "validation"}},
     },
     "paper": {
         "description": "Movement Pruning (Sanh et al. 2020) setup: BERT-base, full splits, 6/10 epochs",
-        "search": {"trials": 20, "space": {
-            "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
-            "warmup_ratio": {"low": 0.0, "high": 0.2},
-        }},  # fmt: skip
+        "search": {
+            "trials": 20,
+            "space": {
+                "learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+                "warmup_ratio": {"low": 0.0, "high": 0.2},
+            },
+        },  # fmt: skip
         "model": "bert-base-uncased",
         "budget": Budget(epochs=6, batch_size=32, learning_rate=3e-5, warmup_ratio=0.1, max_length=128),
-        "tasks": {
-            "mnli": {"budget": {"epochs": 6, "batch_size": 32, "max_length": 128}},
-            "squad": {"budget": {"epochs": 10, "batch_size": 16, "max_length": 384, "doc_stride": 128}},
-        },
     },
 }
 
@@ -77,18 +67,22 @@ def get_preset(name: str) -> dict[str, Any]:
     """
     if name not in PRESETS:
         raise BenchError(unknown_name_message("preset", name, sorted(PRESETS)))
-    return PRESETS[name]
+    return {**PRESETS[name], "name": name}
 
 
 def task_settings(preset: dict[str, Any], task: str, overrides: dict[str, Any] | None = None):
     """(budget, train_split or None, eval_split or None) of ``task`` under ``preset`` plus ``overrides``.
 
-    ``overrides`` may hold Budget fields and ``train_split``/``eval_split``; they win over the preset.
+    The task's own settings under the preset come from its class (:attr:`bench.task.Task.presets`, looked up by
+    the preset's ``name``); ``overrides`` may hold Budget fields and ``train_split``/``eval_split``; they win over
+    the preset.
 
     Raises:
-        BenchError: an override names no Budget field.
+        BenchError: an override names no Budget field; an unknown task.
     """
-    per_task = preset["tasks"].get(task, {})
+    from bench import registry
+
+    per_task = registry.tasks.get(task).presets.get(preset.get("name", ""), {})
     overrides = dict(overrides or {})
     splits = {k: overrides.pop(k, None) or per_task.get(k) for k in ("train_split", "eval_split")}
     budget_fields = {**per_task.get("budget", {}), **{k: v for k, v in overrides.items() if v is not None}}

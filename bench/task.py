@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,7 +19,8 @@ HEADS = ("sequence-classification", "question-answering")
 # The transformers Auto class behind each head, and the module constant mapping model types to its classes.
 HEAD_CLASSES = {
     "sequence-classification": (
-        "AutoModelForSequenceClassification", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"
+        "AutoModelForSequenceClassification",
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
     ),
     "question-answering": ("AutoModelForQuestionAnswering", "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES"),
 }
@@ -73,6 +75,9 @@ class Task(ABC):
             the direction ``greater_is_better``.
         label_words: for classification heads, one word per label (used by methods that initialise the head
             from word embeddings).
+        presets: the task's settings under each preset that needs them, ``{preset name: {"train_split": ...,
+            "eval_split": ..., "budget": {Budget field: value}}}`` (e.g. the slices that make ``quick`` fit a
+            2-core CPU); a preset the task does not name runs its default splits and the preset's budget.
 
     Args:
         train_split, eval_split: overrides of the class defaults (from the CLI or a matrix config).
@@ -90,6 +95,7 @@ class Task(ABC):
     primary_metric: ClassVar[str]
     greater_is_better: ClassVar[bool] = True
     label_words: ClassVar[tuple[str, ...]] = ()
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, train_split: str | None = None, eval_split: str | None = None, dev_fraction: float = 0.1):
         if not 0.0 < dev_fraction < 1.0:
@@ -240,6 +246,23 @@ class Task(ABC):
         if type(self).evaluate is Task.evaluate:
             raise NotImplementedError(f"task {self.name!r} implements neither evaluate nor evaluate_per_example")
         return Evaluation(self.evaluate(trainer, examples, tokenizer, feats))
+
+    def compute_metrics(self, predictions: Any, labels: Any) -> Evaluation:
+        """Every metric of :attr:`metrics` for ``predictions`` against ``labels``, with the per-example
+        contributions of those that decompose by example (:mod:`bench.metrics`, scikit-learn and scipy).
+
+        Args:
+            predictions, labels: array-likes of shape (n_examples,): predicted and gold label ids
+                (classification) or values (regression).
+
+        Raises:
+            ValueError: a metric name that :data:`bench.metrics.METRICS` lacks (a task that names its own metrics
+                overrides this), or shapes that do not match.
+        """
+        from bench import metrics
+
+        scores, per_example = metrics.compute(self.metrics, predictions, labels)
+        return Evaluation(scores, per_example, np.asarray(predictions))
 
     def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation | None:
         """The score of a model that learned nothing, on the eval ``examples``: what a cell must beat to be more

@@ -121,7 +121,8 @@ class GlueTask(Task):
         tokenizer: PreTrainedTokenizerBase,
         feats: Featurization,
     ) -> Evaluation:
-        """Accuracy, with each example's predicted label and its contribution (100 if right, else 0).
+        """The task's metrics (:meth:`compute_metrics`) of the argmax label, with each example's predicted label and,
+        for accuracy, its contribution (100 if right, else 0).
 
         Raises:
             BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
@@ -130,9 +131,7 @@ class GlueTask(Task):
         labels = self.gold_labels(features["labels"])
         predictions = trainer.predict(features).predictions
         logits = predictions[0] if isinstance(predictions, tuple) else predictions
-        predicted = np.asarray(logits).argmax(axis=-1)
-        per_example = {"accuracy": 100.0 * (predicted == labels).astype(np.float64)}
-        return Evaluation(classification_metrics(logits, labels), per_example, predicted)
+        return self.compute_metrics(np.asarray(logits).argmax(axis=-1), labels)
 
     def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation:
         """Always the majority class of the eval ``examples`` (ties: the lowest label id).
@@ -142,19 +141,16 @@ class GlueTask(Task):
         """
         labels = self.gold_labels(examples["label"])
         majority = int(np.bincount(labels, minlength=self.num_labels).argmax())
-        predicted = np.full(len(labels), majority)
-        right = 100.0 * (predicted == labels).astype(np.float64)
+        evaluation = self.compute_metrics(np.full(len(labels), majority), labels)
         word = f" ({self.label_words[majority]!r})" if majority < len(self.label_words) else ""
-        return Evaluation({"accuracy": float(right.mean())}, {"accuracy": right}, predicted,
-                          f"majority class {majority}{word} of the eval split")  # fmt: skip
+        evaluation.description = f"majority class {majority}{word} of the eval split"
+        return evaluation
 
     def gold_labels(self, labels: Any) -> np.ndarray:
         """``labels`` as an int array, refused when the split has none (label -1)."""
         labels = np.asarray(labels, dtype=np.int64)
         if (labels < 0).any():
-            raise BenchError(
-                f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)"
-            )
+            raise BenchError(f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)")
         return labels
 
 
@@ -167,6 +163,10 @@ class MNLI(GlueTask):
     text_keys = ("premise", "hypothesis")
     num_labels = 3
     eval_split = "validation_matched"
+    presets = {
+        "quick": {"train_split": "train[:2000]", "eval_split": "validation_matched[:2000]"},
+        "paper": {"budget": {"epochs": 6, "batch_size": 32, "max_length": 128}},
+    }
     # label ids: 0 entailment, 1 neutral, 2 contradiction
     label_words = ("Yes", "Maybe", "No")
 
@@ -182,3 +182,7 @@ class SST2(GlueTask):
     eval_split = "validation"
     # label ids: 0 negative, 1 positive
     label_words = ("terrible", "great")
+    presets = {
+        "quick": {"train_split": "train[:2000]", "eval_split": "validation"},
+        "proxy": {"train_split": "train", "eval_split": "validation"},
+    }

@@ -46,9 +46,7 @@ def _tokenize_windows(
         ) from err
 
 
-def _answer_token_span(
-    offsets: Offsets, sequence_ids: list[int | None], answer: dict[str, list]
-) -> tuple[int, int]:
+def _answer_token_span(offsets: Offsets, sequence_ids: list[int | None], answer: dict[str, list]) -> tuple[int, int]:
     """Token (start, end) of the first gold answer in one window, or (0, 0) (the CLS token) when the answer
     is not entirely inside the window's context."""
     if not answer["text"]:
@@ -230,6 +228,14 @@ class SQuAD(Task):
     greater_is_better = True
     n_best: ClassVar[int] = 20
     max_answer_length: ClassVar[int] = 30
+    presets = {
+        "quick": {
+            "train_split": "train[:800]",
+            "eval_split": "validation[:500]",
+            "budget": {"batch_size": 16, "max_length": 256, "doc_stride": 64},
+        },
+        "paper": {"budget": {"epochs": 10, "batch_size": 16, "max_length": 384, "doc_stride": 128}},
+    }
 
     def build_model(self, model_id: str) -> PreTrainedModel:
         from transformers import AutoModelForQuestionAnswering
