@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from bench.annotate import BOLD, LATEX, known, legend, percent, value_text
 from bench.errors import BenchError
+from bench.registry import is_reference
 
 FORMATS = ("md", "csv", "latex", "html")
 _TABLEFMT = {"md": "github", "latex": "latex_raw", "html": "unsafehtml"}
@@ -48,7 +49,7 @@ def filter_cells(
     if tasks:
         _check("task", tasks, df["task"])
         keep &= df["task"].isin(tasks)
-    dense = df["method"] == "dense"
+    dense = df["method"].map(is_reference).astype(bool)
     if methods:
         _check("method", methods, df["method"])
         keep &= dense | df["method"].isin(methods)

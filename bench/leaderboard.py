@@ -16,6 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import records
+from bench.registry import is_reference
 
 COLUMNS = [
     "cell_id", "model", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
@@ -141,7 +142,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         extra.append({**dict(zip(KEYS, key, strict=True)), "ci_low": _float(interval[0]),
                       "ci_high": _float(interval[1]), **_verdicts_over_seeds(group)})  # fmt: skip
     out = out.merge(pd.DataFrame(extra), on=KEYS, how="left")
-    out.insert(len(KEYS), "role", np.where(out["method"] == "dense", "dense", "pruned"))
+    reference = out["method"].map(is_reference).astype(bool)
+    out.insert(len(KEYS), "role", np.where(reference, "dense", "pruned"))
     return pd.concat([out, _baseline_rows(df)], ignore_index=True) if df["baseline_value"].notna().any() else out
 
 
@@ -211,7 +213,7 @@ def pivot(board: pd.DataFrame) -> pd.DataFrame:
         arrow = "↑" if row.greater_is_better else "↓"
         for target in targets.get(row.task, [0.0]) if row.role != "pruned" else [row.target_sparsity]:
             cells.setdefault(row.method, {})[(row.task, row.metric, arrow, float(target))] = cell_text(row)
-    methods = sorted(cells, key=lambda m: (m != "dense", m != BASELINE, m))
+    methods = sorted(cells, key=lambda m: (not is_reference(m), m != BASELINE, m))
     keys = sorted({k for v in cells.values() for k in v})  # by task, metric, then target
     labels = [f"{task} {metric}{arrow} @ {percent(target)}" for task, metric, arrow, target in keys]
     return pd.DataFrame([[cells[m].get(k, "") for k in keys] for m in methods], index=methods, columns=labels)

@@ -112,3 +112,9 @@ def did_you_mean(name: Any, valid: list[str]) -> str:
 
 methods = Registry("bench.methods", "method")
 tasks = Registry("bench.tasks", "task")
+
+def is_reference(method: str) -> bool:
+    """True for a registered method that prunes nothing (its class's ``prunes`` is False: the dense reference row
+    and the distillation teacher); False for any other name, a foreign method in old records included. Readers
+    and the runner ask this instead of comparing names with "dense"."""
+    return method in methods.names() and not methods.get(method).prunes

@@ -98,3 +98,16 @@ def test_the_cells_seed_reaches_the_method(tiny_bert):
 
     assert torch.equal(initial_logits(0), initial_logits(0))
     assert not torch.equal(initial_logits(0), initial_logits(1))
+
+
+def test_the_reference_row_is_decided_by_prunes_not_by_name(monkeypatch):
+    from bench import registry
+    from methods.dense import Dense
+
+    assert registry.is_reference("dense") and not registry.is_reference("magnitude")
+    assert not registry.is_reference("a-method-from-an-old-record")
+    entries = dict(registry.methods.entries)
+    entries["plain_finetune"] = entries["dense"]  # another name for a method that prunes nothing
+    monkeypatch.setattr(registry.methods, "entries", entries)
+    monkeypatch.setitem(registry.methods._loaded, "plain_finetune", Dense)
+    assert registry.is_reference("plain_finetune")
