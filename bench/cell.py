@@ -1,7 +1,9 @@
 """Cells: one (model, method, task, sparsity, seed, budget, hyperparameters, versions) point of a matrix.
 
 A cell's id is the sha256 of its canonical JSON (sorted keys, no whitespace), never a timestamp, so the
-same cell always gets the same id, in any process, and a rerun can skip what is finished.
+same cell always gets the same id, in any process, and a rerun can skip what is finished. A cell that uses a plugin
+from a distribution other than prune-bench also carries that distribution's name and version (``plugins``), so a
+new version of the plugin makes new cells; cells of built-in plugins have no ``plugins`` and keep their ids.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ class Budget:
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of a matrix. Every field enters :attr:`id`."""
+    """One point of a matrix. Every field enters :attr:`id`.
+
+    ``plugins``: ``{role: {"name", "distribution", "version"}}`` for the method, task and architecture plugins of the
+    cell that come from outside prune-bench (:func:`bench.registry.plugin_origins`); None (left out of the id) when
+    every plugin is built in.
+    """
 
     model: str
     method: str
@@ -65,12 +72,16 @@ class Cell:
     distillation: dict[str, Any] | None = None
     versions: dict[str, str] = field(default_factory=package_versions)
     search: dict[str, Any] | None = None
+    plugins: dict[str, dict[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields; ``search`` only when the cell has an HP search (so cells without one keep their ids)."""
+        """All fields; ``search`` only when the cell has an HP search and ``plugins`` only when it uses an outside
+        plugin (so cells without them keep their ids)."""
         data = asdict(self)
         if data["search"] is None:
             del data["search"]
+        if not data["plugins"]:
+            del data["plugins"]
         return data
 
     def canonical_json(self) -> str:

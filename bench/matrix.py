@@ -89,6 +89,7 @@ def expand(matrix: Matrix) -> list[Cell]:
     model = matrix.model or preset["model"]
     settings = Distillation(**matrix.distillation).to_dict() if matrix.distill else None
     trials = preset["search"]["trials"] if matrix.trials is None else matrix.trials
+    model_type = outside_architecture(model)
     cells = []
     for task_name, seed in itertools.product(matrix.tasks, matrix.seeds):
         spec = make_task(matrix, task_name).describe()
@@ -99,7 +100,9 @@ def expand(matrix: Matrix) -> list[Cell]:
             given = {**schedule_hparams(preset, method_cls.defaults), **matrix.method_hparams.get(method, {})}
             hparams = method_cls(sparsity, **given).hparams
             search = search_spec(trials, preset["search"]["space"], matrix.search_space, method_cls)
-            return Cell(model, method, spec, float(sparsity), seed, budget, hparams, distillation, search=search)  # noqa: B023
+            plugins = registry.plugin_origins(method, task_name, model_type) or None  # noqa: B023
+            return Cell(model, method, spec, float(sparsity), seed, budget, hparams, distillation, search=search,  # noqa: B023
+                        plugins=plugins)  # fmt: skip
 
         teacher = cell("dense", 0.0)
         if settings is not None and "dense" not in matrix.methods:
@@ -110,6 +113,22 @@ def expand(matrix: Matrix) -> list[Cell]:
             for sparsity in matrix.sparsities if method_cls.prunes else [0.0]:
                 cells.append(cell(method_name, sparsity, distillation))
     return sorted(cells, key=lambda c: registry.methods.get(c.method).prunes)
+
+
+def outside_architecture(model: str) -> str | None:
+    """The ``model_type`` of ``model`` when an architecture table from outside prune-bench is installed (its version
+    then enters the ids of the model's cells), else None without reading the model's config.
+
+    A config that cannot be read gives None here; the preflight checks refuse such a model with the reason.
+    """
+    if all(entry.builtin for entry in registry.architectures.entries.values()):
+        return None
+    from transformers import AutoConfig
+
+    try:
+        return getattr(AutoConfig.from_pretrained(model), "model_type", None)
+    except Exception:  # noqa: BLE001 - the preflight checks name the problem
+        return None
 
 
 def check_search_ranges(shared: dict[str, Any], narrowing: dict[str, Any]) -> None:

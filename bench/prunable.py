@@ -8,6 +8,7 @@ task heads, every bias and every LayerNorm stay dense and out of the count.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 
 from torch import nn
@@ -44,38 +45,88 @@ BERT_ROLES = {
     "ffn_out": "output.dense",
 }
 
-ARCHITECTURES: dict[str, Architecture] = {
-    arch.model_type: arch
-    for arch in (
-        Architecture("bert", r"encoder\.layer\.(\d+)\.", BERT_ROLES),
-        Architecture("roberta", r"encoder\.layer\.(\d+)\.", BERT_ROLES),
-        Architecture(
-            "distilbert",
-            r"transformer\.layer\.(\d+)\.",
-            {
-                "q": "attention.q_lin",
-                "k": "attention.k_lin",
-                "v": "attention.v_lin",
-                "o": "attention.out_lin",
-                "ffn_in": "ffn.lin1",
-                "ffn_out": "ffn.lin2",
-            },
-        ),
-        Architecture(
-            "mpnet",
-            r"encoder\.layer\.(\d+)\.",
-            {
-                "q": "attention.attn.q",
-                "k": "attention.attn.k",
-                "v": "attention.attn.v",
-                "o": "attention.attn.o",
-                "ffn_in": "intermediate.dense",
-                "ffn_out": "output.dense",
-            },
-            removable_heads=False,  # its relative-position bias has one row per head
-        ),
-    )
-}
+# The built-in tables. They register through prune-bench's own pyproject (entry-point group
+# ``bench.architectures``, name = ``model_type``), exactly as an outside package adds one.
+BERT = Architecture("bert", r"encoder\.layer\.(\d+)\.", BERT_ROLES)
+ROBERTA = Architecture("roberta", r"encoder\.layer\.(\d+)\.", BERT_ROLES)
+DISTILBERT = Architecture(
+    "distilbert",
+    r"transformer\.layer\.(\d+)\.",
+    {
+        "q": "attention.q_lin",
+        "k": "attention.k_lin",
+        "v": "attention.v_lin",
+        "o": "attention.out_lin",
+        "ffn_in": "ffn.lin1",
+        "ffn_out": "ffn.lin2",
+    },
+)
+MPNET = Architecture(
+    "mpnet",
+    r"encoder\.layer\.(\d+)\.",
+    {
+        "q": "attention.attn.q",
+        "k": "attention.attn.k",
+        "v": "attention.attn.v",
+        "o": "attention.attn.o",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+    },
+    removable_heads=False,  # its relative-position bias has one row per head
+)
+
+
+class ArchitectureTable(MutableMapping):
+    """``{model_type: Architecture}`` over the ``bench.architectures`` entry points, each loaded when first looked up.
+
+    Items set in-process (``ARCHITECTURES["x"] = ...``, e.g. by a test or a notebook) win over registered ones.
+
+    Raises:
+        BenchError: a registered entry that is not an :class:`Architecture` for its own name, or a name registered by
+            two distributions (:mod:`bench.registry`).
+    """
+
+    def __init__(self) -> None:
+        self._local: dict[str, Architecture] = {}
+
+    def _names(self) -> set[str]:
+        from bench import registry
+
+        return set(registry.architectures.entries) | set(self._local)
+
+    def __getitem__(self, model_type: str) -> Architecture:
+        from bench import registry
+
+        if model_type in self._local:
+            return self._local[model_type]
+        if not isinstance(model_type, str) or model_type not in registry.architectures.entries:
+            raise KeyError(model_type)
+        arch = registry.architectures.get(model_type)
+        if not isinstance(arch, Architecture) or arch.model_type != model_type:
+            where = registry.architectures.entry(model_type).where()
+            raise BenchError(
+                f"architecture entry point {model_type!r} of {where} must be a bench.prunable.Architecture with "
+                f"model_type {model_type!r}, got {arch!r}"
+            )
+        return arch
+
+    def __contains__(self, model_type: object) -> bool:
+        return model_type in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __setitem__(self, model_type: str, arch: Architecture) -> None:
+        self._local[model_type] = arch
+
+    def __delitem__(self, model_type: str) -> None:
+        del self._local[model_type]
+
+
+ARCHITECTURES = ArchitectureTable()
 
 
 @dataclass(frozen=True)
@@ -104,9 +155,10 @@ def architecture_for(model_type: str | None) -> Architecture:
         BenchError: the architecture is not in the table; the message lists the supported ones.
     """
     if model_type not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES) or "none (no bench.architectures entry point: reinstall prune-bench)"
         raise BenchError(
-            f"unsupported architecture {model_type!r}: prunable weights are known for "
-            f"{', '.join(sorted(ARCHITECTURES))}. Add an entry to bench.prunable.ARCHITECTURES."
+            f"unsupported architecture {model_type!r}: prunable weights are known for {known}. A package adds one "
+            "with an Architecture under the entry-point group bench.architectures (README: Adding an architecture)."
         )
     return ARCHITECTURES[model_type]
 
@@ -127,7 +179,7 @@ def prunable_weights(model: nn.Module) -> list[PrunableWeight]:
         match = layer_re.search(name)
         if match is None or not isinstance(module, nn.Linear):
             continue
-        rest = name[match.end():]
+        rest = name[match.end() :]
         for role, suffix in arch.roles.items():
             if rest == suffix:
                 found.append(PrunableWeight(name, module, int(match.group(1)), role))
