@@ -109,3 +109,16 @@ def test_a_second_distribution_with_the_same_name_is_refused(installed, tmp_path
     chosen = run("-m", "bench", "ls", "methods", path=[installed, other], cwd=tmp_path,
                  env={PREFER_ENV: "random=example-prune-plugin"})  # fmt: skip
     assert "example-prune-plugin" in listed(chosen)["random"]
+
+
+@pytest.mark.parametrize("module", ["random_pruning", "rte", "electra"])
+def test_the_readme_shows_the_example_as_it_is(module):
+    """The README's "Adding a method / a task / an architecture" code is the tested example's code, verbatim."""
+    import re
+    import textwrap
+
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    blocks = [textwrap.dedent(block).strip() for block in re.findall(r"```python\n(.*?)```", readme, re.S)]
+    source = (EXAMPLE / "src" / "example_prune_plugin" / f"{module}.py").read_text()
+    body = source.split('"""', 2)[2].strip()  # without the module docstring
+    assert body in blocks
