@@ -148,17 +148,17 @@ def add_worker_arguments(parser: argparse.ArgumentParser, storage_required: bool
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bench import leaderboard, records
+    from bench.folder import ResultsFolder
     from bench.preflight import check_stores, writable_folder
     from bench.queue import CellQueue
     from bench.runner import Worker, sync_records
-    from bench.tracking import default_tracking_uri
 
     output = _flag("output", args.output)
     args.results_folder = output
     storage = _flag("storage", args.storage)
     lease = 120.0 if args.lease_seconds is None else _flag("lease_seconds", args.lease_seconds)
     tracking = _flag("tracking_uri", args.tracking_uri) if args.tracking_uri is not None else None
-    tracking = tracking or default_tracking_uri(output)
+    tracking = tracking or ResultsFolder(output).tracking_uri
     args.storage_url, args.tracking_url = storage, tracking  # for bench.failures' messages
     writable_folder(output, "output folder")
     check_stores(storage, tracking)
@@ -222,18 +222,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import leaderboard, records
+    from bench.folder import ResultsFolder
     from bench.runner import Matrix, run_matrix
-    from bench.tracking import default_tracking_uri
 
     matrix = Matrix(**matrix_fields(args))
     args.results_folder, args.storage_url = matrix.output, matrix.storage_url  # for bench.failures' messages
-    args.tracking_url = matrix.tracking_uri or default_tracking_uri(matrix.output)
+    args.tracking_url = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     results = run_matrix(matrix, log=log, retry_failed=args.retry_failed)
     print(leaderboard.write(matrix.output))
-    uri = matrix.tracking_uri or default_tracking_uri(matrix.output)
+    uri = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
     runs = "off (--tracking-uri none)" if uri == "none" else f"mlflow ui --backend-store-uri {uri}"
-    print(f"\nleaderboard: {matrix.output / 'leaderboard.md'}; MLflow runs: {runs}")
+    print(f"\nleaderboard: {ResultsFolder(matrix.output).leaderboard_md}; MLflow runs: {runs}")
     failed = [r for r in results if r["status"] != records.FINISHED]
     for line in failure_summary(failed, len(results)):
         print(line, file=sys.stderr)

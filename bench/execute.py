@@ -18,6 +18,7 @@ from typing import Any
 from bench import registry
 from bench.cell import Cell
 from bench.distillation import Distillation
+from bench.resolve import load_tokenizer, task_by_key
 from bench.task import Featurization, Task
 
 FINAL, TUNING = "final", "tuning"
@@ -53,28 +54,11 @@ class Run:
     progress: Callable[[str], None] | None = None
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(model_id: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_id)
-
-
-def task_of(cell: Cell) -> Task:
-    return _task(json.dumps(cell.task, sort_keys=True))
-
-
-@lru_cache(maxsize=16)
-def _task(task_key: str) -> Task:
-    spec = json.loads(task_key)
-    return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
-
-
 @lru_cache(maxsize=16)
 def _examples(task_key: str, data: str, seed: int):
     """Raw (train, eval) examples: FINAL → (train, eval splits); TUNING → (train minus dev, dev), carved with
     ``seed``."""
-    task = _task(task_key)
+    task = task_by_key(task_key)
     if data == FINAL:
         return task.train_examples(), task.eval_examples()
     return task.tuning_splits(seed)
@@ -83,7 +67,7 @@ def _examples(task_key: str, data: str, seed: int):
 @lru_cache(maxsize=16)
 def _train_features(task_key: str, data: str, seed: int, model_id: str, feats: Featurization):
     train = _examples(task_key, data, seed)[0]
-    return _task(task_key).featurize(train, load_tokenizer(model_id), feats, train=True)
+    return task_by_key(task_key).featurize(train, load_tokenizer(model_id), feats, train=True)
 
 
 def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
@@ -101,7 +85,7 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
 
     set_seed(cell.seed)
     task_key = json.dumps(cell.task, sort_keys=True)
-    task = _task(task_key)
+    task = task_by_key(task_key)
     feats = Featurization(cell.budget.max_length, cell.budget.doc_stride)
     tokenizer = load_tokenizer(cell.model)
     train_features = _train_features(task_key, run.data, cell.seed, cell.model, feats)
@@ -189,7 +173,7 @@ def judgement(cell: Cell, run: Run, task: Task, evaluation, method, method_info,
 
 @lru_cache(maxsize=16)
 def _baseline(task_key: str):
-    return _task(task_key).trivial_baseline(_examples(task_key, FINAL, 0)[1])
+    return task_by_key(task_key).trivial_baseline(_examples(task_key, FINAL, 0)[1])
 
 
 def deployment_report(model, task: Task, cell: Cell, run: Run) -> dict[str, Any]:

@@ -251,8 +251,8 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
             id prefix, a cell that did not finish, or a cell without a saved model (run with ``--save-models``).
     """
     from bench import records
-    from bench.execute import load_tokenizer, task_of
-    from bench.runner import model_dir
+    from bench.folder import ResultsFolder
+    from bench.resolve import load_tokenizer, task_of
 
     records.require_results(results)
     check_target(to, results, overwrite)
@@ -260,7 +260,7 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     label = f"cell {record['id'][:12]} ({record['cell']['method']} @ {record['cell']['sparsity']})"
     if record["status"] != records.FINISHED:
         raise BenchError(f"{label} did not finish (status {record['status']}): nothing to export")
-    source = model_dir(results, record["id"])
+    source = ResultsFolder(results).model(record["id"])
     if not source.is_dir():
         raise BenchError(
             f"{label} has no saved model at {source}: remove the cell with 'bench forget {record['id'][:12]} "
@@ -290,7 +290,7 @@ def evaluate_export(folder: Path, cell, record: dict[str, Any], task) -> dict[st
 
     from transformers import DataCollatorWithPadding, Trainer
 
-    from bench.execute import load_tokenizer
+    from bench.resolve import load_tokenizer
     from bench.task import Featurization
     from bench.training import training_arguments
 

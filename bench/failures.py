@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.folder import ResultsFolder
+
 NO_SPACE = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached"}
 FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded", "file too large")
 CORRUPT_TEXT = ("file is not a database", "database disk image is malformed")
@@ -41,14 +43,12 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
 def _stores(args: Any) -> dict[str, str | None]:
     """The database files the command works with: ``{"--storage": path, "--tracking-uri": path}`` (None: unknown
     or not a file)."""
-    from bench.tracking import default_tracking_uri
-
     output = getattr(args, "results_folder", None) or getattr(args, "output", None)
     storage = getattr(args, "storage_url", None) or getattr(args, "storage", None)
     tracking = getattr(args, "tracking_url", None) or getattr(args, "tracking_uri", None)
     if output:
-        storage = storage or f"sqlite:///{Path(output).resolve() / 'bench.db'}"
-        tracking = tracking or default_tracking_uri(Path(output))
+        storage = storage or ResultsFolder(output).storage_url
+        tracking = tracking or ResultsFolder(output).tracking_uri
     return {flag: url[len("sqlite:///"):] if isinstance(url, str) and url.startswith("sqlite:///") else url
             for flag, url in (("--storage", storage), ("--tracking-uri", tracking))}  # fmt: skip
 
@@ -92,7 +92,7 @@ def log_folder(args: Any) -> Path:
     for name in ("results_folder", "output", "results", "folder_a"):
         folder = getattr(args, name, None)
         if isinstance(folder, (str, Path)) and str(folder).strip() and Path(folder).is_dir():
-            return Path(folder) / "logs"
+            return ResultsFolder(folder).logs
     return Path(tempfile.gettempdir())
 
 

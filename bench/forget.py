@@ -23,29 +23,23 @@ from typing import Any
 
 from bench import records
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 
 
 def artifacts(results: Path, cell_id: str) -> dict[str, Path]:
     """The files and folders of one cell in ``results``, by what they are."""
-    from bench.predictions import predictions_path
-    from bench.runner import model_dir
-    from bench.saved_masks import masks_path
-
+    folder = ResultsFolder(results)
     return {
-        "record": records.record_path(results, cell_id),
-        "model": model_dir(results, cell_id),
-        "masks": masks_path(results, cell_id),
-        "predictions": predictions_path(results, cell_id),
+        "record": folder.record(cell_id),
+        "model": folder.model(cell_id),
+        "masks": folder.masks(cell_id),
+        "predictions": folder.predictions(cell_id),
     }
 
 
 def local_ids(results: Path) -> set[str]:
     """Cell ids that have a record, a saved model, masks or predictions in ``results``."""
-    results = Path(results)
-    found = {p.stem for p in records.record_files(results)}
-    found |= {p.name for p in (results / "models").glob("*") if p.is_dir()}
-    found |= {p.name[: -len(".safetensors")] for p in (results / "masks").glob("*.safetensors")}
-    found |= {p.stem for p in (results / "predictions").glob("*.npz")}
+    found = {p.stem for p in records.record_files(results)} | ResultsFolder(results).artifact_ids()
     return {i for i in found if not i.startswith(".")}
 
 
@@ -83,8 +77,8 @@ def forget(results: Path, refs: list[str], storage: str | None = None, log: Call
 
     results = Path(results)
     records.require_results(results)
-    if storage is None and (results / "bench.db").is_file():
-        storage = f"sqlite:///{(results / 'bench.db').resolve()}"
+    if storage is None and ResultsFolder(results).queue_db.is_file():
+        storage = ResultsFolder(results).storage_url
     queue = None
     if storage is not None:
         check_store("--storage", storage)

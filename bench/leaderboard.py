@@ -16,6 +16,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import records
+from bench.folder import ResultsFolder
 from bench.registry import is_reference
 
 COLUMNS = [
@@ -282,6 +283,7 @@ def write(output: Path) -> str:
     cells = details(cell_records)
     cell_table = tabulate(cells, headers="keys", tablefmt="github", showindex=False) if not cells.empty else ""
     text = f"{markdown}\n\n{legend(ranked, 'md')}\n\n## Cells\n\n{cell_table}\n"
-    Path(output, "leaderboard.md").write_text(text)
-    df.to_csv(Path(output, "leaderboard.csv"), index=False)
+    folder = ResultsFolder(output)
+    folder.leaderboard_md.write_text(text)
+    df.to_csv(folder.leaderboard_csv, index=False)
     return markdown

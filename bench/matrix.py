@@ -73,7 +73,9 @@ class Matrix:
     @property
     def storage_url(self) -> str:
         """The Optuna/queue database: ``storage`` or an embedded SQLite file in the output folder."""
-        return self.storage or f"sqlite:///{self.output.resolve() / 'bench.db'}"
+        from bench.folder import ResultsFolder
+
+        return self.storage or ResultsFolder(self.output).storage_url
 
 
 def expand(matrix: Matrix) -> list[Cell]:

@@ -18,9 +18,10 @@ import pandas as pd
 
 from bench.annotate import is_true
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 from bench.leaderboard import collect, summarize
 from bench.records import find_cell
-from bench.saved_masks import layer_sparsity, load_masks, masks_path
+from bench.saved_masks import layer_sparsity, load_masks
 
 ROLE_LABELS = {"q": "Q", "k": "K", "v": "V", "o": "O", "ffn_in": "FFN in", "ffn_out": "FFN out"}
 
@@ -157,7 +158,7 @@ def write_plots(
     summary = summarize(collect(records))
     if summary.empty:
         raise BenchError(f"no finished cells in {output}: nothing to plot")
-    folder = Path(output) / "plots"
+    folder = ResultsFolder(output).plots
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for task in sorted(summary["task"].unique()):
@@ -173,9 +174,9 @@ def write_plots(
     if cells:
         chosen = [find_cell(records, prefix) for prefix in cells]
     else:
-        chosen = [r for r in default_heatmap_cells(records) if masks_path(output, r["id"]).exists()]
+        chosen = [r for r in default_heatmap_cells(records) if ResultsFolder(output).masks(r["id"]).exists()]
     for rec in chosen:
-        path = masks_path(output, rec["id"])
+        path = ResultsFolder(output).masks(rec["id"])
         if not path.exists():
             raise BenchError(f"cell {rec['id'][:12]} has no saved masks at {path} (run before masks were saved?)")
         cell, measured = rec["cell"], rec["sparsity"]["encoder_sparsity"]

@@ -20,11 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.folder import ResultsFolder
 from bench.task import Evaluation
-
-
-def predictions_path(output: Path, cell_id: str) -> Path:
-    return Path(output) / "predictions" / f"{cell_id}.npz"
 
 
 def save_predictions(path: Path, evaluation: Evaluation, baseline: Evaluation | None) -> Path:
@@ -60,7 +57,7 @@ def load_predictions(path: Path) -> dict[str, np.ndarray]:
 def per_example(output: Path, cell_id: str, metric: str) -> np.ndarray | None:
     """The per-example values of ``metric`` for a cell, or None when the cell saved none (older records, tasks
     without per-example metrics) or the file is gone."""
-    path = predictions_path(output, cell_id)
+    path = ResultsFolder(output).predictions(cell_id)
     if not path.exists():
         return None
     return load_predictions(path).get(f"per_example/{metric}")

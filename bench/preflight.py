@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import records, registry
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 from bench.task import first_line, hub_hint, split_problem, with_hub_hint
 
 if TYPE_CHECKING:
@@ -54,10 +55,9 @@ FOLDER_RULE = (
 
 def check(matrix: Matrix, cells: list[Cell]) -> None:
     """Raise :class:`bench.errors.BenchError` for anything that would make the matrix fail; write nothing."""
-    from bench.tracking import default_tracking_uri
 
     target = writable_folder(Path(matrix.output), "output folder")
-    check_stores(matrix.storage_url, matrix.tracking_uri or default_tracking_uri(matrix.output))
+    check_stores(matrix.storage_url, matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri)
     done = check_records(matrix, cells)
     tasks = distinct_tasks(cells)
     weights: dict[str, int | None] = {}
@@ -117,7 +117,7 @@ def writable_folder(path: Path, what: str) -> Path:
         how = "write to" if existing == path else f"create {path} in"
         raise BenchError(f"cannot {how} {existing} (permission denied or a read-only file system); "
                          f"choose a writable {what}")  # fmt: skip
-    cells = records.cells_dir(path)
+    cells = ResultsFolder(path).cells
     if existing == path and cells.exists() and not (cells.is_dir() and os.access(cells, os.W_OK | os.X_OK)):
         raise BenchError(f"cannot write records to {cells} (not a writable folder); choose another --output")
     return existing
@@ -129,7 +129,7 @@ def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, dict[str, Any]
     Raises:
         BenchError: a corrupt record, or one from another protocol (see :data:`FOLDER_RULE`); the file is named.
     """
-    if not records.cells_dir(matrix.output).is_dir():
+    if not ResultsFolder(matrix.output).cells.is_dir():
         return {}
     expected = protocols(cells)
     models = {c.model for c in cells}
@@ -417,7 +417,7 @@ def check_disk(matrix: Matrix, cells: list[Cell], folder: Path, done: dict[str, 
         c for c in cells
         if (matrix.save_models or (matrix.distill and c.method == "dense"))
         and ((done.get(c.id) or {}).get("status") != records.FINISHED
-             or not (Path(matrix.output) / "models" / c.id).is_dir())
+             or not ResultsFolder(matrix.output).model(c.id).is_dir())
     ]  # fmt: skip
     need = MIN_FREE_BYTES
     if saving:

@@ -11,11 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-PROGRESS_LOG = Path("logs") / "progress.log"
-
-
-def progress_log_path(output: Path) -> Path:
-    return Path(output) / PROGRESS_LOG
+from bench.folder import ResultsFolder
 
 
 class ProgressLog:
@@ -27,7 +23,7 @@ class ProgressLog:
     """
 
     def __init__(self, log: Callable[[str], None], output: Path):
-        self.log, self.path = log, progress_log_path(output)
+        self.log, self.path = log, ResultsFolder(output).progress_log
         self.broken = False
 
     def __call__(self, line: str) -> None:

@@ -20,19 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 
 FINISHED = "finished"
 FAILED = "failed"
 DIVERGED = "diverged"  # the training loss became NaN or infinite; no metric is recorded
 STATUSES = (FINISHED, FAILED, DIVERGED)
-
-
-def cells_dir(output: Path) -> Path:
-    return Path(output) / "cells"
-
-
-def record_path(output: Path, cell_id: str) -> Path:
-    return cells_dir(output) / f"{cell_id}.json"
 
 
 def file_mode() -> int:
@@ -51,7 +44,7 @@ def file_mode() -> int:
 def write_record(output: Path, record: dict[str, Any]) -> Path:
     """Write ``record`` (which has an ``id``) so that readers never see a half-written file. The file gets the
     mode the process umask gives any new file (a shared results folder stays readable to its group)."""
-    path = record_path(output, record["id"])
+    path = ResultsFolder(output).record(record["id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
@@ -267,11 +260,9 @@ def predictions_problem(output: Path, record: dict[str, Any]) -> str | None:
 
     import numpy as np
 
-    from bench.predictions import predictions_path
-
     if record["status"] != FINISHED:
         return None
-    path = predictions_path(output, record["id"])
+    path = ResultsFolder(output).predictions(record["id"])
     if not path.exists():
         return None
     key = f"per_example/{record['primary_metric']}"
@@ -289,7 +280,7 @@ def predictions_problem(output: Path, record: dict[str, Any]) -> str | None:
 
 def record_files(output: Path) -> list[Path]:
     """The record files of ``DIR/cells``, sorted by name; hidden files (a writer's temporary files) are skipped."""
-    return [p for p in sorted(cells_dir(output).glob("*.json")) if not p.name.startswith(".")]
+    return [p for p in sorted(ResultsFolder(output).cells.glob("*.json")) if not p.name.startswith(".")]
 
 
 def read_record(output: Path, cell_id: str) -> dict[str, Any] | None:
@@ -298,7 +289,7 @@ def read_record(output: Path, cell_id: str) -> dict[str, Any] | None:
     Raises:
         BenchError: the record file is corrupt (see :func:`load_record_file`); the message names it.
     """
-    path = record_path(output, cell_id)
+    path = ResultsFolder(output).record(cell_id)
     return load_record_file(path) if path.exists() else None
 
 
@@ -347,7 +338,7 @@ def read_records(output: Path, on_bad: OnBad = "warn", skipped: list[tuple[Path,
 
 def require_results(output: Path) -> None:
     """Raise BenchError unless ``output`` is a results folder (it has ``cells/``, made by ``bench run``)."""
-    if not cells_dir(output).is_dir():
+    if not ResultsFolder(output).cells.is_dir():
         raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
 
 

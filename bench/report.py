@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench import records
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -63,7 +64,7 @@ def build_report(output: Path) -> Path:
     ]  # fmt: skip
     page = f"<!doctype html><html><head><meta charset=utf-8><title>prune-bench: {html.escape(output.name)}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    path = output / "report.html"
+    path = ResultsFolder(output).report_html
     path.write_text(page, encoding="utf-8")
     return path
 

@@ -29,12 +29,12 @@ from typing import Any
 
 from bench import records, registry, stop
 from bench.cell import Cell
-from bench.execute import FINAL, TUNING, Run, task_of, train_and_evaluate
+from bench.execute import FINAL, TUNING, Run, train_and_evaluate
+from bench.folder import ResultsFolder
 from bench.matrix import Matrix, expand, matrix_id
-from bench.predictions import predictions_path
 from bench.progress import ProgressLog
 from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
-from bench.saved_masks import masks_path
+from bench.resolve import task_of
 
 Log = Any  # a callable taking one line
 
@@ -46,11 +46,10 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     ``retry_failed``.
     """
     from bench import preflight
-    from bench.tracking import default_tracking_uri
 
     cells = expand(matrix)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
-    records.cells_dir(matrix.output).mkdir(parents=True, exist_ok=True)
+    ResultsFolder(matrix.output).cells.mkdir(parents=True, exist_ok=True)
     log = ProgressLog(log, matrix.output)  # the terminal, and OUTPUT/logs/progress.log
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
@@ -66,7 +65,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     done = {r.cell_id for r in rows if r.state in TERMINAL and not (retry_failed and r.state == FAILED)}
     for line in preflight.schedule_warnings([c for c in cells if c.id not in done]):
         log(line)  # only for the cells that will run
-    tracking = matrix.tracking_uri or default_tracking_uri(matrix.output)
+    tracking = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
     worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
     worker.work(mid)
     by_id = {r["id"]: r for r in queue.records(mid)}
@@ -108,8 +107,9 @@ def prepare_teachers(queue: CellQueue, output: Path, mid: str, log: Log, retry_f
         if row is None or row.state != FINALIZED:
             continue
         label = f"dense teacher {Cell.from_dict(row.cell).label()} ({teacher[:12]})"
-        if model_dir(output, teacher).is_dir():
-            log(f"reusing the {label}, finished earlier, and its saved model in {model_dir(output, teacher)}")
+        saved = ResultsFolder(output).model(teacher)
+        if saved.is_dir():
+            log(f"reusing the {label}, finished earlier, and its saved model in {saved}")
         elif queue.reopen_finalized(teacher):
             log(f"the {label} finished earlier without saving its model (it ran without --distill or "
                 "--save-models): training it again to save the model its students distil from")  # fmt: skip
@@ -122,7 +122,7 @@ def adopt_finished(queue: CellQueue, output: Path, cells: list[Cell]) -> None:
         found = records.read_record(output, cell.id)
         if found is None or found.get("status") != records.FINISHED or rows[cell.id].state == FINALIZED:
             continue
-        if rows[cell.id].options.get("save_model") and not model_dir(output, cell.id).is_dir():
+        if rows[cell.id].options.get("save_model") and not ResultsFolder(output).model(cell.id).is_dir():
             continue
         queue.adopt(cell.id, found)
 
@@ -132,10 +132,6 @@ def sync_records(queue: CellQueue, output: Path, mid: str | None = None) -> None
     for record in queue.records(mid):
         if records.read_record(output, record["id"]) != record:
             records.write_record(output, record)
-
-
-def model_dir(output: Path, cell_id: str) -> Path:
-    return Path(output) / "models" / cell_id
 
 
 class Worker:
@@ -163,7 +159,7 @@ class Worker:
         from bench.search import make_storage
         from bench.tracking import make_tracker
 
-        self.queue, self.output = queue, Path(output)
+        self.queue, self.output, self.folder = queue, Path(output), ResultsFolder(output)
         self.log = log if isinstance(log, ProgressLog) else ProgressLog(log, self.output)
         self.current = ""  # "[cell 2/5] label" of the cell being run, for its step lines
         self.waiting: list[str] = []  # the open cells this worker last said it waits for
@@ -173,7 +169,7 @@ class Worker:
         self.tracker = make_tracker(tracking_uri)
         self.storage = make_storage(queue.url, heartbeat_seconds=max(1, int(queue.lease_seconds / 4)))
         self.durations: list[float] = []
-        records.cells_dir(self.output).mkdir(parents=True, exist_ok=True)
+        self.folder.cells.mkdir(parents=True, exist_ok=True)
 
     def work(self, mid: str | None = None) -> None:
         """Work until no cell of matrix ``mid`` (all matrices when None) is open.
@@ -287,15 +283,15 @@ class Worker:
         base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id,
                 "worker": self.name}  # fmt: skip
         started = time.perf_counter()
-        teacher = model_dir(self.output, cell.distillation["teacher"]) if cell.distillation else None
+        teacher = self.folder.model(cell.distillation["teacher"]) if cell.distillation else None
         try:
             search = self.search(cell, options, run_id, teacher) if cell.search else None
             final = apply_params(cell, search["best_params"]) if search else cell
-            save = model_dir(self.output, cell.id) if options.get("save_model") else None
+            save = self.folder.model(cell.id) if options.get("save_model") else None
             with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
-                run = Run(FINAL, Path(workdir), save, teacher, masks_to=masks_path(self.output, cell.id),
+                run = Run(FINAL, Path(workdir), save, teacher, masks_to=self.folder.masks(cell.id),
                           measure_speed=bool(options.get("measure_speed")),
-                          predictions_to=predictions_path(self.output, cell.id),
+                          predictions_to=self.folder.predictions(cell.id),
                           progress=lambda line: self.log(f"{self.current}: {line}"))
                 result = train_and_evaluate(final, run)
         except DivergenceError as err:

@@ -23,10 +23,6 @@ from bench.records import file_mode
 from bench.task import first_line
 
 
-def masks_path(output: Path, cell_id: str) -> Path:
-    return Path(output) / "masks" / f"{cell_id}.safetensors"
-
-
 @torch.no_grad()
 def save_masks(model: nn.Module, path: Path) -> Path:
     """Write the non-zero pattern of every prunable weight of a finalized ``model`` to ``path``, atomically.

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "prune-bench"
@@ -22,10 +21,6 @@ NO_TRACKING = "none"  # --tracking-uri none: no MLflow runs (as the Trainer's re
 def make_tracker(uri: str) -> Tracker | NullTracker:
     """The tracker for ``uri``: :class:`NullTracker` for ``"none"``, else MLflow at ``uri``."""
     return NullTracker() if uri == NO_TRACKING else Tracker(uri)
-
-
-def default_tracking_uri(output: Path) -> str:
-    return f"sqlite:///{Path(output).resolve() / 'mlflow.db'}"
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:

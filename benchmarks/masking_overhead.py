@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--model", default=QUICK_MODEL)
     args = parser.parse_args()
 
-    from bench.execute import load_tokenizer
+    from bench.resolve import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     task = registry.tasks.get("mnli")(train_split=f"train[:{32 * (args.steps + 2)}]")

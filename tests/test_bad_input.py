@@ -17,6 +17,7 @@ import pytest
 from bench import preflight, records
 from bench.cli import main
 from bench.errors import BenchError
+from bench.folder import ResultsFolder
 from bench.matrix import Matrix, expand
 from tests.conftest import tiny_config
 
@@ -405,7 +406,7 @@ def test_output_folder_of_another_protocol_is_refused_naming_a_record(capsys, tm
     with pytest.raises(BenchError) as err:
         preflight.check(second, expand(second))
     message = str(err.value)
-    assert "holds records of another protocol" in message and str(records.cells_dir(first.output)) in message
+    assert "holds records of another protocol" in message and str(ResultsFolder(first.output).cells) in message
     assert ".json" in message and "new --output" in message
     for word in words:
         assert word in message
@@ -432,7 +433,7 @@ def test_corrupt_record_is_named(capsys, tmp_path, content, words):
     first = matrix_for(tmp_path, "some/model")
     cells = expand(first)
     fake_records(first.output, cells[:1])
-    bad = records.record_path(first.output, "f" * 64)
+    bad = ResultsFolder(first.output).record("f" * 64)
     bad.write_text(content.replace("%s", "f" * 64))
     before = snapshot(first.output)
     config = tmp_path / "m.yaml"
@@ -454,7 +455,7 @@ def test_corrupt_record_is_named(capsys, tmp_path, content, words):
 def test_temporary_files_of_a_writer_are_not_records(tmp_path):
     first = matrix_for(tmp_path, "some/model")
     fake_records(first.output, expand(first)[:1])
-    (records.cells_dir(first.output) / ".tmp-abc.json").write_text("{half a rec")
+    (ResultsFolder(first.output).cells / ".tmp-abc.json").write_text("{half a rec")
     assert len(records.read_records(first.output)) == 1
     assert len(preflight.check_records(first, expand(first))) == 1
 

@@ -16,6 +16,7 @@ import torch
 
 from bench import leaderboard, records
 from bench.cli import main
+from bench.folder import ResultsFolder
 from bench.queue import CLAIMED, FINALIZED, CellQueue
 from bench.runner import run_matrix
 from tests.conftest import needs_minilm
@@ -169,7 +170,7 @@ def claimed_cell(out: Path) -> str | None:
 
 
 def visible_records(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in records.cells_dir(out).glob("*.json")}
+    return {p.name: p.read_bytes() for p in ResultsFolder(out).cells.glob("*.json")}
 
 
 def test_kill_9_then_rerun_keeps_finished_cells_restarts_the_killed_one_and_fails_its_mlflow_run(

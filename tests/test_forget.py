@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from bench import records
+from bench.folder import ResultsFolder
 from bench.forget import forget
 from bench.queue import CellQueue
 from tests.test_bad_input import needs_glue
@@ -31,7 +32,7 @@ def folder(tmp_path):
     """Two finished cells, each with a record, a queue row, a study, a saved model, masks and predictions."""
     out = tmp_path / "res"
     url = f"sqlite:///{out / 'bench.db'}"
-    records.cells_dir(out).mkdir(parents=True)
+    ResultsFolder(out).cells.mkdir(parents=True)
     queue = CellQueue(url)
     queue.add_matrix("m" * 64, [{"id": i, "cell": cell(m)} for i, m in ((A, "magnitude"), (B, "movement"))])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -53,7 +54,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 
 
 def left(out, url, cell_id) -> set[str]:
-    found = {what for what, path in (("record", records.record_path(out, cell_id)), ("model", out / "models" / cell_id),
+    found = {what for what, path in (("record", out / "cells" / f"{cell_id}.json"), ("model", out / "models" / cell_id),
                                      ("masks", out / "masks" / f"{cell_id}.safetensors"),
                                      ("predictions", out / "predictions" / f"{cell_id}.npz")) if path.exists()}
     if CellQueue(url).row(cell_id) is not None:
@@ -100,7 +101,7 @@ def test_forget_refuses_a_cell_a_live_worker_holds(folder):
 
 def test_forget_takes_a_corrupt_record_and_a_comma_list(folder):
     out, url = folder
-    records.record_path(out, A).write_text("{not json")
+    ResultsFolder(out).record(A).write_text("{not json")
     proc = bench("forget", f"{A[:10]},{B[:10]}", "--results", str(out))
     assert proc.returncode == 0, proc.stderr
     assert left(out, url, A) == left(out, url, B) == set()
@@ -130,10 +131,10 @@ def test_a_forgotten_cell_runs_again_and_a_deleted_record_alone_does_not(tmp_pat
     (rec,) = run_matrix(matrix, log=lambda line: None)
     run_matrix(matrix, log=lambda line: None)
     assert len(runs) == 1, "a finished cell is skipped"
-    records.record_path(matrix.output, rec["id"]).unlink()
+    ResultsFolder(matrix.output).record(rec["id"]).unlink()
     run_matrix(matrix, log=lambda line: None)
-    assert len(runs) == 1 and records.record_path(matrix.output, rec["id"]).exists(), \
+    assert len(runs) == 1 and ResultsFolder(matrix.output).record(rec["id"]).exists(), \
         "deleting the record alone does not rerun the cell: the queue writes it back"  # fmt: skip
     forget(matrix.output, [rec["id"][:12]], log=lambda line: None)
     run_matrix(matrix, log=lambda line: None)
-    assert len(runs) == 2 and records.record_path(matrix.output, rec["id"]).exists(), "forgotten: it ran again"
+    assert len(runs) == 2 and ResultsFolder(matrix.output).record(rec["id"]).exists(), "forgotten: it ran again"

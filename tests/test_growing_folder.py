@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import records
+from bench.folder import ResultsFolder
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.integration, needs_minilm]
@@ -60,7 +61,7 @@ def test_distill_reuses_a_teacher_trained_by_an_earlier_matrix(saved, tmp_path, 
                       *(["--save-models"] if saved else []))  # fmt: skip
     assert first.returncode == 0, first.stderr[-2000:]
     teacher = by_method(out)["dense"][0]
-    before = records.record_path(out, teacher["id"]).read_bytes()
+    before = ResultsFolder(out).record(teacher["id"]).read_bytes()
 
     second = bench_run("--methods", "magnitude", "--sparsities", "0.5", "--distill", *tiny(tiny_model_dir, out))
     assert second.returncode == 0, second.stderr[-2000:]
@@ -70,7 +71,7 @@ def test_distill_reuses_a_teacher_trained_by_an_earlier_matrix(saved, tmp_path, 
         assert f"reusing the dense teacher dense/sst2@0#0 ({teacher['id'][:12]})" in second.stderr
         assert "1 of 2 cells already done, skipped: 1 finished" in second.stderr
         assert "dense/sst2@0#0 finished in" not in second.stderr, "the saved teacher is not trained again"
-        assert records.record_path(out, teacher["id"]).read_bytes() == before
+        assert ResultsFolder(out).record(teacher["id"]).read_bytes() == before
     else:
         assert "finished earlier without saving its model" in second.stderr, "it says why the teacher runs again"
         assert "[cell 1/2] dense/sst2@0#0 finished in" in second.stderr

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from bench import records
-from bench.predictions import predictions_path
+from bench.folder import ResultsFolder
 from tests.test_bad_input import needs_glue
 from tests.test_significance_board import correct, new_record, write
 
@@ -222,7 +222,7 @@ def test_worker_output_that_is_a_file_and_export_to_a_file(tmp_path, paths):
     proc = bench("worker", "--storage", f"sqlite:///{tmp_path / 'bench.db'}", "--output", paths["file"])
     refused(proc, f"output folder {paths['file']} is a file")
     results = tmp_path / "res"
-    records.cells_dir(results).mkdir(parents=True)
+    ResultsFolder(results).cells.mkdir(parents=True)
     proc = bench("export", "abc", "--to", paths["file"], "--results", str(results))
     refused(proc, f"--to {paths['file']} is a file")
     proc = bench("export", "abc", "--to", "", "--results", str(results))
@@ -275,7 +275,7 @@ def test_a_bug_is_one_line_naming_a_log_file_in_the_temp_folder(tmp_path):
 
 def test_a_bug_in_a_command_on_a_results_folder_logs_under_its_logs_folder(tmp_path):
     results = tmp_path / "res"
-    records.cells_dir(results).mkdir(parents=True)
+    ResultsFolder(results).cells.mkdir(parents=True)
     patch = "import bench.report\ndef boom(output): raise KeyError('no such column')\nbench.report.build_report = boom"
     proc = run_patched(patch, ["report", str(results)], tmp_path)
     log = internal_error(proc, "KeyError", "no such column")
@@ -325,10 +325,10 @@ def folder(tmp_path_factory) -> Path:
         rec = edit(new_record(f"x{name}", 0.9, 0, correct(0.5, 0)))
         rec["id"] = name
         records.write_record(out, rec)
-    records.cells_dir(out).joinpath("not-json.json").write_text('{"id": "not-json", "status": ')
+    ResultsFolder(out).cells.joinpath("not-json.json").write_text('{"id": "not-json", "status": ')
     values = correct(0.6, 0, 9)
     write(out, {**new_record("npz", 0.9, 0, values), "id": "bad-npz"}, values)
-    predictions_path(out, "bad-npz").write_bytes(b"PK\x03\x04 truncated zip")
+    ResultsFolder(out).predictions("bad-npz").write_bytes(b"PK\x03\x04 truncated zip")
     return out
 
 
@@ -379,7 +379,7 @@ def test_bench_run_refuses_a_hand_edited_record_naming_the_field_and_bench_forge
                       "budget: {epochs: 1, batch_size: 16}\n"
                       "splits: {'*': {train_split: 'train[:48]', eval_split: 'validation[:24]'}}\n")
     proc = bench("run", "--config", str(config), "--output", str(matrix.output))
-    refused(proc, f"corrupt record {records.record_path(matrix.output, cell.id)}",
+    refused(proc, f"corrupt record {ResultsFolder(matrix.output).record(cell.id)}",
             "'metrics.accuracy' must be a finite number", f"bench forget {cell.id[:12]} --results {matrix.output}")
 
 

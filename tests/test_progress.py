@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from bench.progress import StepClock, progress_log_path
+from bench.folder import ResultsFolder
+from bench.progress import StepClock
 from bench.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
@@ -39,10 +40,10 @@ def test_a_tiny_matrix_says_which_cell_and_step_it_is_at_on_the_terminal_and_in_
         assert any(line.startswith(f"[cell {cell}/2") and label in line for line in lines), lines
         steps = [line for line in lines if line.startswith(f"[cell {cell}/2] {label}: step ")]
         assert steps[-1] == f"[cell {cell}/2] {label}: step 3/3 (100%)" and len(steps) == 3, lines
-    logged = progress_log_path(matrix.output).read_text().splitlines()
+    logged = ResultsFolder(matrix.output).progress_log.read_text().splitlines()
     assert [line.split(" ", 2)[2] for line in logged] == lines, "the log holds every terminal line, time-stamped"
     assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line) for line in logged)
 
     run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lambda line: None)
-    last = progress_log_path(matrix.output).read_text().splitlines()[-1]
+    last = ResultsFolder(matrix.output).progress_log.read_text().splitlines()[-1]
     assert last.endswith("2 of 2 cells already done, skipped: 2 finished"), "a rerun appends to the log"

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from bench import leaderboard, records
+from bench import leaderboard
+from bench.folder import ResultsFolder
 from bench.runner import Matrix, expand, run_matrix
-from bench.saved_masks import load_masks, masks_path
+from bench.saved_masks import load_masks
 from tests.conftest import needs_minilm
 
 pytestmark = needs_minilm
@@ -34,9 +35,9 @@ def test_matrix_runs_records_tracks_and_ranks(tmp_path, tiny_model_dir):
         assert abs(rec["sparsity"]["encoder_sparsity"] - target) <= 0.005
         assert 0 <= rec["metrics"]["accuracy"] <= 100
         assert rec["cell"]["versions"]["torch"]
-        on_disk = json.loads(records.record_path(matrix.output, rec["id"]).read_text())
+        on_disk = json.loads(ResultsFolder(matrix.output).record(rec["id"]).read_text())
         assert on_disk["metrics"] == rec["metrics"]
-        kept = load_masks(masks_path(matrix.output, rec["id"]))
+        kept = load_masks(ResultsFolder(matrix.output).masks(rec["id"]))
         pruned = sum(int((~mask).sum()) for mask, _, _ in kept.values())
         assert pruned == rec["sparsity"]["prunable_zeros"], "the saved masks are the finalized model's zeros"
 

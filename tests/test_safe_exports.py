@@ -26,9 +26,10 @@ from transformers import BertForSequenceClassification
 from bench import records
 from bench.errors import BenchError
 from bench.export import DENSE_FILE, SPARSE_FILE, load_export, write_export
+from bench.folder import ResultsFolder
 from bench.matrix import Matrix, expand
-from bench.predictions import predictions_path, save_predictions
-from bench.saved_masks import masks_path, save_masks
+from bench.predictions import save_predictions
+from bench.saved_masks import save_masks
 from bench.task import Evaluation
 from tests.conftest import tiny_config
 from tests.test_bad_input import VOCAB, save_model, snapshot
@@ -215,7 +216,7 @@ def test_plot_file_names_stay_inside_the_plots_folder(tmp_path):
         rec = new_record(method, sparsity, 0, values, task=task)
         rec["id"] = f"cell-{sparsity}-{task == 'sst2'}"
         write(out, rec, values)
-    save_masks(pruned_bert(), masks_path(out, "cell-0.9-True"))
+    save_masks(pruned_bert(), ResultsFolder(out).masks("cell-0.9-True"))
     before = {p for p in tmp_path.rglob("*")}
     proc = bench("plot", str(out))
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -231,9 +232,9 @@ def test_records_masks_and_predictions_get_the_umask_mode(tmp_path, umask):
     previous = os.umask(umask)
     try:
         rec = records.write_record(tmp_path, {"id": "a" * 64, "status": "failed", "cell": {}})
-        masks = save_masks(pruned_bert(), masks_path(tmp_path, "a" * 64))
+        masks = save_masks(pruned_bert(), ResultsFolder(tmp_path).masks("a" * 64))
         evaluation = Evaluation({"accuracy": 50.0}, {"accuracy": np.full(4, 50.0)})
-        predictions = save_predictions(predictions_path(tmp_path, "a" * 64), evaluation, None)
+        predictions = save_predictions(ResultsFolder(tmp_path).predictions("a" * 64), evaluation, None)
     finally:
         os.umask(previous)
     for path in (rec, masks, predictions):

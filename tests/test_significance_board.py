@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from bench import records
+from bench.folder import ResultsFolder
 from bench.formats import render_board
 from bench.leaderboard import collect, pivot, summarize
-from bench.predictions import predictions_path, save_predictions
+from bench.predictions import save_predictions
 from bench.significance import board, critical_difference, load_arrays
 from bench.stats import t_interval
 from bench.task import Evaluation
@@ -54,7 +55,7 @@ def write(folder, rec, values, predictions=True):
     records.write_record(folder, rec)
     if predictions:
         baseline = Evaluation({"accuracy": 50.0}, {"accuracy": np.full(N, 50.0)})
-        save_predictions(predictions_path(folder, rec["id"]), Evaluation(rec["metrics"], {"accuracy": values}),
+        save_predictions(ResultsFolder(folder).predictions(rec["id"]), Evaluation(rec["metrics"], {"accuracy": values}),
                          baseline)  # fmt: skip
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bench import verdicts
-from bench.predictions import load_predictions, predictions_path
+from bench.folder import ResultsFolder
+from bench.predictions import load_predictions
 from bench.task import Evaluation
 from tests.conftest import needs_minilm
 
@@ -92,7 +93,7 @@ def test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictio
         low, high = rec["metric_intervals"]["accuracy"]["low"], rec["metric_intervals"]["accuracy"]["high"]
         assert low <= rec["metrics"]["accuracy"] <= high
         assert rec["baseline"]["description"].startswith("majority class")
-        saved = load_predictions(predictions_path(matrix.output, rec["id"]))
+        saved = load_predictions(ResultsFolder(matrix.output).predictions(rec["id"]))
         assert saved["per_example/accuracy"].shape == (24,) and saved["prediction"].shape == (24,)
         assert saved["per_example/accuracy"].mean() == pytest.approx(rec["metrics"]["accuracy"])
         assert saved["baseline/accuracy"].mean() == pytest.approx(rec["baseline"]["metrics"]["accuracy"])
