@@ -28,10 +28,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.cell_record import FAILED, FINISHED, STATUSES, CellRecord
 from bench.dblock import insert_lock, schema_lock
 
-PENDING, CLAIMED, FINALIZED, FAILED, DIVERGED = "pending", "claimed", "finalized", "failed", "diverged"
-TERMINAL = (FINALIZED, FAILED, DIVERGED)
+PENDING, CLAIMED = "pending", "claimed"
+TERMINAL = STATUSES  # a done cell's state is its record's status: finished, failed or diverged
+LEGACY_FINISHED = "finalized"  # what queues made before the shared vocabulary stored for a finished cell
 Check = Callable[[list[tuple[str, dict[str, Any]]]], None]  # see CellQueue.add_matrix
 
 _metadata = sa.MetaData()
@@ -58,6 +60,11 @@ MEMBERS = sa.Table(  # which matrices list a cell, at which position
     sa.Column("cell_id", sa.String(64), primary_key=True, index=True),
     sa.Column("position", sa.Integer, nullable=False),
 )
+
+
+def _json(record: CellRecord | dict[str, Any]) -> str:
+    """A record as the queue stores it (the JSON of its file)."""
+    return json.dumps(record.to_dict() if isinstance(record, CellRecord) else record)
 
 
 def worker_name() -> str:
@@ -108,6 +115,7 @@ class CellQueue:
         with schema_lock(url):
             _metadata.create_all(self.engine)
             self._backfill_members()
+            self._rename_legacy_states()
 
     def _backfill_members(self) -> None:
         """Give rows of a queue made before ``bench_matrix_cells`` existed their inserting matrix as a member."""
@@ -118,6 +126,11 @@ class CellQueue:
                 conn.execute(MEMBERS.insert().from_select(["matrix_id", "cell_id", "position"], missing))
         except sa.exc.IntegrityError:
             pass  # another process backfilled the same rows meanwhile
+
+    def _rename_legacy_states(self) -> None:
+        """Store a finished cell's state as its record's status (queues made earlier wrote ``finalized``)."""
+        with self.engine.begin() as conn:
+            conn.execute(CELLS.update().where(CELLS.c.state == LEGACY_FINISHED).values(state=FINISHED))
 
     # ---- matrix ------------------------------------------------------------------------------------
     def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]], check: Check | None = None) -> None:
@@ -173,13 +186,13 @@ class CellQueue:
                 for r in conn.execute(query)
             ]
 
-    def records(self, matrix_id: str | None = None) -> list[dict[str, Any]]:
-        """The records of finalized and failed cells (of the cells ``matrix_id`` lists, when given)."""
+    def records(self, matrix_id: str | None = None) -> list[CellRecord]:
+        """The records of done cells: finished, failed or diverged (of the cells ``matrix_id`` lists, when given)."""
         query = sa.select(CELLS.c.record_json).where(CELLS.c.record_json.is_not(None))
         if matrix_id is not None:
             query = _of_matrix(query, matrix_id)
         with self.engine.connect() as conn:
-            return [json.loads(r[0]) for r in conn.execute(query)]
+            return [CellRecord.from_dict(json.loads(r[0])) for r in conn.execute(query)]
 
     def row(self, cell_id: str) -> Any:
         with self.engine.connect() as conn:
@@ -242,7 +255,7 @@ class CellQueue:
         rerun replaces it. Returns whether it did."""
         statement = (
             CELLS.update()
-            .where(CELLS.c.cell_id == cell_id, CELLS.c.state == FINALIZED)
+            .where(CELLS.c.cell_id == cell_id, CELLS.c.state == FINISHED)
             .values(state=PENDING, worker=None, lease_until=None)
         )
         with self.engine.begin() as conn:
@@ -261,26 +274,27 @@ class CellQueue:
         with self.engine.begin() as conn:
             conn.execute(CELLS.update().where(CELLS.c.cell_id == cell_id).values(mlflow_run_id=run_id))
 
-    def finish(self, cell_id: str, worker: str, record: dict[str, Any], state: str = FINALIZED) -> bool:
-        """Store ``record`` and close the cell, only if ``worker`` still holds the claim. Returns whether it did."""
+    def finish(self, cell_id: str, worker: str, record: CellRecord | dict[str, Any]) -> bool:
+        """Store ``record`` and close the cell in the record's status (finished, failed or diverged), only if
+        ``worker`` still holds the claim. Returns whether it did."""
         statement = (
             CELLS.update()
             .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == worker, CELLS.c.state == CLAIMED)
             .values(
-                state=state, record_json=json.dumps(record), finalized_by=worker, lease_until=None,
+                state=record["status"], record_json=_json(record), finalized_by=worker, lease_until=None,
                 finalize_count=CELLS.c.finalize_count + 1,
             )  # fmt: skip
         )
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount == 1
 
-    def adopt(self, cell_id: str, record: dict[str, Any]) -> None:
+    def adopt(self, cell_id: str, record: CellRecord | dict[str, Any]) -> None:
         """Mark a cell finalized from a record found on disk (a results folder made before the queue)."""
         with self.engine.begin() as conn:
             conn.execute(
                 CELLS.update()
-                .where(CELLS.c.cell_id == cell_id, CELLS.c.state != FINALIZED)
-                .values(state=FINALIZED, record_json=json.dumps(record), finalized_by="disk")
+                .where(CELLS.c.cell_id == cell_id, CELLS.c.state != FINISHED)
+                .values(state=FINISHED, record_json=_json(record), finalized_by="disk")
             )
 
     def forget(self, cell_id: str) -> bool:

@@ -10,22 +10,16 @@ one (:mod:`bench.preflight`). ``bench forget`` (:mod:`bench.forget`) removes a c
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.cell_record import CELL_KEYS, DIVERGED, FAILED, FINISHED, REQUIRED_KEYS, STATUSES, CellRecord, record_problem
 from bench.errors import BenchError
 from bench.folder import ResultsFolder
-
-FINISHED = "finished"
-FAILED = "failed"
-DIVERGED = "diverged"  # the training loss became NaN or infinite; no metric is recorded
-STATUSES = (FINISHED, FAILED, DIVERGED)
 
 
 def file_mode() -> int:
@@ -41,16 +35,22 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_record(output: Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` (which has an ``id``) so that readers never see a half-written file. The file gets the
-    mode the process umask gives any new file (a shared results folder stays readable to its group)."""
+def write_record(output: Path, record: CellRecord | Mapping[str, Any]) -> Path:
+    """Write ``record`` to ``DIR/cells/<id>.json`` so that readers never see a half-written file (the JSON of
+    :meth:`CellRecord.to_dict`; a plain mapping is taken as it is). The file gets the mode the process umask gives
+    any new file (a shared results folder stays readable to its group). Returns the file's path.
+
+    Raises:
+        OSError: the folder cannot be written (the temporary file is removed).
+    """
+    data = record.to_dict() if isinstance(record, CellRecord) else dict(record)
     path = ResultsFolder(output).record(record["id"])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
         os.fchmod(fd, file_mode())  # mkstemp makes 0600
         with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
+            json.dump(data, handle, indent=2, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -58,136 +58,6 @@ def write_record(output: Path, record: dict[str, Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-REQUIRED_KEYS = ("id", "status", "cell")
-CELL_KEYS = {"model": str, "method": str, "task": dict, "budget": dict, "sparsity": (int, float), "seed": int}
-
-
-# ---- what readers rely on, per field ------------------------------------------------------------------------------
-class _Kind:
-    """A value kind of the record schema below, with the words a message uses for it."""
-
-    def __init__(self, words: str, test: Callable[[Any], bool]):
-        self.words, self.test = words, test
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-NUMBER = _Kind("a number", _is_real)  # NaN allowed: a degenerate interval is NaN
-FINITE = _Kind("a finite number", lambda v: _is_real(v) and math.isfinite(v))
-INTEGER = _Kind("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
-TEXT = _Kind("a string", lambda v: isinstance(v, str))
-FLAG = _Kind("true or false", lambda v: isinstance(v, bool))
-OBJECT = _Kind("an object", lambda v: isinstance(v, dict))
-
-
-class _Each:
-    """Every value of a JSON object has ``kind`` (its keys are names: metrics, batch sizes ...)."""
-
-    def __init__(self, kind: Any):
-        self.kind = kind
-
-
-class _Required:
-    """A field that must be present."""
-
-    def __init__(self, kind: Any):
-        self.kind = kind
-
-
-def _fields(**spec: Any) -> dict[str, tuple[Any, bool]]:
-    """``{name: (kind, required)}`` from ``name=kind`` (optional) or ``name=_Required(kind)``; a kind that is a tuple
-    is "any of" (None in it allows null)."""
-    return {k: (v.kind, True) if isinstance(v, _Required) else (v, False) for k, v in spec.items()}
-
-
-INTERVAL = _fields(low=(NUMBER, None), high=(NUMBER, None))
-VERDICTS = _fields(
-    chance=(FLAG, None), constant_predictions=(FLAG, None), projection=(FLAG, None), short_schedule=(FLAG, None),
-    reached_fraction=(NUMBER, None), reached_sparsity=(NUMBER, None), target_sparsity=(NUMBER, None),
-    baseline_bound=(NUMBER, None), ramp_steps=(NUMBER, None), min_ramp_steps=(NUMBER, None),
-)  # fmt: skip
-ANY_STATUS = _fields(
-    error=(TEXT, None), traceback=(TEXT, None), diverged_step=(INTEGER, None), wall_seconds=NUMBER,
-    mlflow_run_id=(TEXT, None),
-    cell=_Required(_fields(task=_Required(_fields(name=_Required(TEXT))), distillation=(OBJECT, None))),
-)  # fmt: skip
-FINISHED_FIELDS = _fields(
-    primary_metric=_Required(TEXT),
-    metrics=_Required(_Each(FINITE)),
-    sparsity=_Required(_fields(encoder_sparsity=_Required(FINITE), remaining_params=_Required(FINITE),
-                               total_params=_Required(FINITE))),
-    greater_is_better=FLAG,
-    method_info=_fields(sparsity_before_projection=(NUMBER, None)),
-    search=(_fields(n_trials=INTEGER, best_params=(OBJECT, None)), None),
-    export=(_fields(sparse_bytes=NUMBER, file_ratio=(NUMBER, None),
-                    compaction=(_fields(structured_fraction=(NUMBER, None)), None)), None),
-    speed=(_fields(speed_up=_Each(_Each((NUMBER, None)))), None),
-    metric_intervals=(_Each(INTERVAL), None),
-    baseline=(_fields(description=(TEXT, None), metrics=_Each(NUMBER), intervals=(_Each(INTERVAL), None)), None),
-    verdicts=(VERDICTS, None),
-)  # fmt: skip
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return (text[:57] + "...") if len(text) > 60 else text
-
-
-def _problem(value: Any, kind: Any, where: str) -> str | None:
-    """What is wrong with ``value`` at field ``where`` for ``kind``, or None."""
-    if isinstance(kind, tuple):  # any of
-        if value is None and None in kind:
-            return None
-        problems = [_problem(value, k, where) for k in kind if k is not None]
-        if any(p is None for p in problems):
-            return None
-        words = " or ".join([_words(k) for k in kind if k is not None] + (["null"] if None in kind else []))
-        return f"field '{where}' must be {words}, got {_shown(value)} ({type(value).__name__})"
-    if isinstance(kind, _Kind):
-        return None if kind.test(value) else f"field '{where}' must be {kind.words}, got {_shown(value)} " \
-                                            f"({type(value).__name__})"  # fmt: skip
-    if not isinstance(value, dict):
-        return f"field '{where}' must be an object, got {_shown(value)} ({type(value).__name__})"
-    if isinstance(kind, _Each):
-        for key, item in value.items():
-            problem = _problem(item, kind.kind, f"{where}.{key}")
-            if problem:
-                return problem
-        return None
-    for key, (sub, required) in kind.items():
-        if key not in value:
-            if required:
-                return f"field '{where}.{key}' is missing"
-            continue
-        problem = _problem(value[key], sub, f"{where}.{key}")
-        if problem:
-            return problem
-    return None
-
-
-def _words(kind: Any) -> str:
-    if isinstance(kind, _Kind):
-        return kind.words
-    return "an object"
-
-
-def record_problem(record: dict[str, Any]) -> str | None:
-    """What a reader would trip on in ``record`` (its top-level keys already checked), or None: an unknown status,
-    a field of the wrong type, a finished record without its metrics, sparsity or primary metric, a metric that is
-    not a finite number."""
-    if record["status"] not in STATUSES:
-        return f"field 'status' is {record['status']!r}; expected {', '.join(STATUSES)}"
-    for fields in (ANY_STATUS, FINISHED_FIELDS) if record["status"] == FINISHED else (ANY_STATUS,):
-        problem = _problem(record, fields, "record")
-        if problem:
-            return problem.replace("'record.", "'")
-    if record["status"] == FINISHED and record["primary_metric"] not in record["metrics"]:
-        return f"field 'metrics' lacks the primary metric {record['primary_metric']!r}"
-    return None
 
 
 def forget_hint(path: Path) -> str:
@@ -206,8 +76,8 @@ class CorruptRecord(BenchError):
                          "or use a new --output")
 
 
-def load_record_file(path: Path) -> dict[str, Any]:
-    """The record in ``path``, checked for every field readers rely on.
+def load_record_file(path: Path) -> CellRecord:
+    """The record in ``path``, checked for every field readers rely on (:mod:`bench.cell_record`).
 
     Raises:
         BenchError: unreadable file, bad JSON, not a JSON object, a missing or mistyped key (``id``, ``status``,
@@ -250,10 +120,10 @@ def load_record_file(path: Path) -> dict[str, Any]:
     problem = record_problem(record)
     if problem:
         raise corrupt(problem)
-    return record
+    return CellRecord.from_dict(record)
 
 
-def predictions_problem(output: Path, record: dict[str, Any]) -> str | None:
+def predictions_problem(output: Path, record: Mapping[str, Any]) -> str | None:
     """What is wrong with a finished record's saved predictions (``OUTPUT/predictions/<id>.npz``) as readers use
     them, or None (no file is fine: older records saved none)."""
     import zipfile
@@ -283,7 +153,7 @@ def record_files(output: Path) -> list[Path]:
     return [p for p in sorted(ResultsFolder(output).cells.glob("*.json")) if not p.name.startswith(".")]
 
 
-def read_record(output: Path, cell_id: str) -> dict[str, Any] | None:
+def read_record(output: Path, cell_id: str) -> CellRecord | None:
     """The record of ``cell_id``, or None when there is none.
 
     Raises:
@@ -297,7 +167,7 @@ OnBad = str | Callable[[Path, str], None]
 
 
 def read_records(output: Path, on_bad: OnBad = "warn", skipped: list[tuple[Path, str]] | None = None
-                 ) -> list[dict[str, Any]]:  # fmt: skip
+                 ) -> list[CellRecord]:  # fmt: skip
     """Every record in ``DIR/cells``, sorted by file name (temporary files of a writer are skipped).
 
     A record that cannot be used (see :func:`load_record_file`: a corrupt or hand-edited file, a missing or
@@ -342,7 +212,7 @@ def require_results(output: Path) -> None:
         raise BenchError(f"no results in {output}: expected a folder with cells/ (made by bench run)")
 
 
-def find_cell(records: list[dict], prefix: str) -> dict:
+def find_cell(records: list[Any], prefix: str) -> Any:
     """The record whose cell id starts with ``prefix``.
 
     Raises:
@@ -354,3 +224,7 @@ def find_cell(records: list[dict], prefix: str) -> dict:
         what = "no cell" if not found else f"{len(found)} cells"
         raise BenchError(f"{what} with id starting {prefix!r}; ids: {listed or '(none)'}")
     return found[0]
+
+
+__all__ = ["DIVERGED", "FAILED", "FINISHED", "STATUSES", "CellRecord", "CorruptRecord", "find_cell", "load_record_file",
+           "read_record", "read_records", "record_files", "require_results", "write_record"]

@@ -29,11 +29,12 @@ from typing import Any
 
 from bench import records, registry, stop
 from bench.cell import Cell
+from bench.cell_record import DIVERGED, FAILED, FINISHED, CellRecord
 from bench.execute import FINAL, TUNING, Run, train_and_evaluate
 from bench.folder import ResultsFolder
 from bench.matrix import Matrix, expand, matrix_id
 from bench.progress import ProgressLog
-from bench.queue import CLAIMED, DIVERGED, FAILED, FINALIZED, TERMINAL, CellQueue, QueuedCell, worker_name
+from bench.queue import CLAIMED, TERMINAL, CellQueue, QueuedCell, worker_name
 from bench.resolve import task_of
 
 Log = Any  # a callable taking one line
@@ -75,11 +76,10 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
 
 def skipped_line(rows: list[QueuedCell], total: int, retry_failed: bool) -> str | None:
     """"3 of 5 cells already done, skipped: 2 finished, 1 failed (...)", or None when nothing is skipped."""
-    names = {FINALIZED: "finished", DIVERGED: "diverged", FAILED: "failed"}
     states = [r.state for r in rows if r.state in TERMINAL and not (retry_failed and r.state == FAILED)]
     if not states:
         return None
-    counts = ", ".join(f"{states.count(state)} {name}" for state, name in names.items() if state in states)
+    counts = ", ".join(f"{states.count(state)} {state}" for state in (FINISHED, DIVERGED, FAILED) if state in states)
     hint = "; rerun failed ones with --retry-failed" if FAILED in states else ""
     return f"{len(states)} of {total} cells already done, skipped: {counts}{hint}"
 
@@ -104,7 +104,7 @@ def prepare_teachers(queue: CellQueue, output: Path, mid: str, log: Log, retry_f
     for teacher in teachers:
         queue.want_model(teacher)
         row = rows.get(teacher)
-        if row is None or row.state != FINALIZED:
+        if row is None or row.state != FINISHED:
             continue
         label = f"dense teacher {Cell.from_dict(row.cell).label()} ({teacher[:12]})"
         saved = ResultsFolder(output).model(teacher)
@@ -120,7 +120,7 @@ def adopt_finished(queue: CellQueue, output: Path, cells: list[Cell]) -> None:
     rows = {q.cell_id: q for q in queue.cells()}
     for cell in cells:
         found = records.read_record(output, cell.id)
-        if found is None or found.get("status") != records.FINISHED or rows[cell.id].state == FINALIZED:
+        if found is None or not found.finished or rows[cell.id].state == FINISHED:
             continue
         if rows[cell.id].options.get("save_model") and not ResultsFolder(output).model(cell.id).is_dir():
             continue
@@ -226,7 +226,7 @@ class Worker:
         state = next((r.state for r in rows if r.cell_id == teacher), None)
         if state is None:
             found = self.queue.row(teacher)
-            state = found.state if found is not None else FINALIZED
+            state = found.state if found is not None else FINISHED
         return state in TERMINAL
 
     def process(self, row: QueuedCell, rows: list[QueuedCell]) -> None:
@@ -247,13 +247,12 @@ class Worker:
             self.tracker.end(run_id, "KILLED", {"error": "interrupted (SIGINT/SIGTERM); the cell will restart"})
             raise
         self.durations.append(time.perf_counter() - started)
-        state = {records.FINISHED: FINALIZED, records.DIVERGED: DIVERGED}.get(record["status"], FAILED)
-        if lost.is_set() or not self.queue.finish(cell.id, self.name, record, state):
+        if lost.is_set() or not self.queue.finish(cell.id, self.name, record):
             self.log(f"[cell {index}/{len(rows)}] {cell.label()}: claim lost to another worker, result discarded")
             return
         records.write_record(self.output, record)
         self.close_run(run_id, record)
-        self.log(f"[cell {index}/{len(rows)}] {cell.label()} {record['status']} in {self.durations[-1]:.0f}s")
+        self.log(f"[cell {index}/{len(rows)}] {cell.label()} {record.status} in {self.durations[-1]:.0f}s")
 
     def start_run(self, cell: Cell) -> str:
         tags = {"method": cell.method, "task": cell.task_name, "sparsity": str(cell.sparsity), "seed": str(cell.seed)}
@@ -261,21 +260,21 @@ class Worker:
         self.queue.set_run_id(cell.id, run_id)
         return run_id
 
-    def close_run(self, run_id: str, record: dict[str, Any]) -> None:
-        if record["status"] == records.FINISHED:
-            self.tracker.log_metrics(run_id, tracked_metrics(record), record.get("history", []))
-            best = (record.get("search") or {}).get("best_trial")
+    def close_run(self, run_id: str, record: CellRecord) -> None:
+        if record.finished:
+            self.tracker.log_metrics(run_id, tracked_metrics(record), record.history or [])
+            best = (record.search or {}).get("best_trial")
             tags = {"best_trial": str(best)} if best is not None else {}
             self.tracker.end(run_id, "FINISHED", {**tags, **verdict_tags(record)})
         else:
-            tags = {"error": record["error"], "status": record["status"]}
-            if record.get("traceback"):
-                tags["traceback"] = record["traceback"][-5000:]
-            if record.get("diverged_step") is not None:
-                tags["diverged_step"] = str(record["diverged_step"])
+            tags = {"error": record.error, "status": record.status}
+            if record.traceback:
+                tags["traceback"] = record.traceback[-5000:]
+            if isinstance(record.diverged_step, int):
+                tags["diverged_step"] = str(record.diverged_step)
             self.tracker.end(run_id, "FAILED", tags)
 
-    def execute(self, cell: Cell, options: dict[str, Any], run_id: str) -> dict[str, Any]:
+    def execute(self, cell: Cell, options: dict[str, Any], run_id: str) -> CellRecord:
         """Search (when the cell has one), then the final run; a failure becomes a failed record, a NaN/inf loss
         a diverged one (with the step, and no metrics)."""
         from bench.training import DivergenceError
@@ -295,19 +294,19 @@ class Worker:
                           progress=lambda line: self.log(f"{self.current}: {line}"))
                 result = train_and_evaluate(final, run)
         except DivergenceError as err:
-            return {**base, "status": records.DIVERGED, "error": str(err), "diverged_step": err.step,
-                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
+            return CellRecord(**base, status=DIVERGED, error=str(err), diverged_step=err.step,
+                              wall_seconds=time.perf_counter() - started)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - isolate the cell, record, go on
             from bench.failures import environment_problem
 
             if environment_problem(err) is not None:
                 raise  # a full disk or a broken database stops the matrix; the cell is not failed and runs on rerun
             print(traceback.format_exc(), file=sys.stderr)
-            return {**base, "status": records.FAILED, "error": repr(err), "traceback": traceback.format_exc(),
-                    "wall_seconds": time.perf_counter() - started}  # fmt: skip
+            return CellRecord(**base, status=FAILED, error=repr(err), traceback=traceback.format_exc(),
+                              wall_seconds=time.perf_counter() - started)  # fmt: skip
         extra = {"search": search, "final_budget": final.budget.__dict__, "final_hparams": final.method_hparams}
-        return {**base, "status": records.FINISHED, **result, **(extra if search else {}),
-                "wall_seconds": time.perf_counter() - started}  # fmt: skip
+        return CellRecord(**base, status=FINISHED, **result, **(extra if search else {}),
+                          wall_seconds=time.perf_counter() - started)  # fmt: skip
 
     def search(self, cell: Cell, options: dict[str, Any], run_id: str, teacher: Path | None) -> dict[str, Any]:
         from bench import search
@@ -399,29 +398,29 @@ def progress_line(index: int, total: int, cell: Cell, durations: list[float]) ->
     return f"[cell {index}/{total}{eta}] {cell.label()} ({cell.id[:12]})"
 
 
-def verdict_tags(record: dict[str, Any]) -> dict[str, str]:
+def verdict_tags(record: CellRecord) -> dict[str, str]:
     """MLflow tags of a finished record's verdicts: ``verdict.chance`` = "true"/"false" and so on."""
-    found = record.get("verdicts") or {}
+    found = record.verdicts or {}
     tags = {f"verdict.{k}": str(found[k]).lower() for k in ("chance", "projection", "short_schedule") if k in found}
     if found.get("reached_fraction") is not None:
         tags["verdict.reached_fraction"] = f"{found['reached_fraction']:.4f}"
     return tags
 
 
-def tracked_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The record's numbers as flat MLflow metric names."""
-    flat = {f"eval/{k}": v for k, v in record["metrics"].items()}
-    flat.update({f"sparsity/{k}": v for k, v in record["sparsity"].items()})
-    flat.update({f"method/{k}": v for k, v in record["method_info"].items() if isinstance(v, (int, float))})
+def tracked_metrics(record: CellRecord) -> dict[str, float]:
+    """The finished record's numbers as flat MLflow metric names (seconds, examples/s, steps, metric units)."""
+    flat = {f"eval/{k}": v for k, v in record.metrics.items()}
+    flat.update({f"sparsity/{k}": v for k, v in record.sparsity.items()})
+    flat.update({f"method/{k}": v for k, v in record.method_info.items() if isinstance(v, (int, float))})
     for key in ("train_seconds", "train_examples_per_s", "wall_seconds", "train_steps"):
         if record.get(key) is not None:
             flat[key] = record[key]
-    for metric, interval in (record.get("metric_intervals") or {}).items():
+    for metric, interval in (record.metric_intervals or {}).items():
         flat[f"eval/{metric}_ci_low"], flat[f"eval/{metric}_ci_high"] = interval["low"], interval["high"]
-    if record.get("search"):
-        flat["search/n_trials"] = record["search"]["n_trials"]
-        flat["search/seconds"] = record["search"]["search_seconds"]
-        flat["search/best_dev_value"] = record["search"]["best_value"]
+    if record.search:
+        flat["search/n_trials"] = record.search["n_trials"]
+        flat["search/seconds"] = record.search["search_seconds"]
+        flat["search/best_dev_value"] = record.search["best_value"]
     return flat
 
 

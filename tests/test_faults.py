@@ -17,7 +17,7 @@ import torch
 from bench import leaderboard, records
 from bench.cli import main
 from bench.folder import ResultsFolder
-from bench.queue import CLAIMED, FINALIZED, CellQueue
+from bench.queue import CLAIMED, FINISHED, CellQueue
 from bench.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
@@ -235,7 +235,7 @@ def test_two_bench_run_processes_on_one_folder_never_run_a_cell_twice(tmp_path, 
 
     queue = CellQueue(f"sqlite:///{out.resolve() / 'bench.db'}")
     rows = queue.cells()
-    assert len(rows) == 4 and all(r.state == FINALIZED for r in rows)
+    assert len(rows) == 4 and all(r.state == FINISHED for r in rows)
     assert all(queue.row(r.cell_id).finalize_count == 1 for r in rows)
     runs = mlflow_runs(out)
     assert sorted(r.data.tags["cell_id"] for r in runs) == sorted(r.cell_id for r in rows), "one run per cell"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.queue import CLAIMED, FINALIZED, PENDING, CellQueue
+from bench.queue import CLAIMED, FINISHED, PENDING, CellQueue
 
 CELLS = [{"id": f"cell{i}", "cell": {"method": "m", "i": i}, "options": {"save_model": False}} for i in range(3)]
 
@@ -24,7 +24,7 @@ def test_claims_are_exclusive_and_expire(tmp_path):
     assert not a.finish("cell0", "A", {"id": "cell0", "status": "finished"}), "A lost its claim"
     assert b.finish("cell0", "B", {"id": "cell0", "status": "finished"})
     row = a.row("cell0")
-    assert row.state == FINALIZED and row.finalized_by == "B" and row.finalize_count == 1
+    assert row.state == FINISHED and row.finalized_by == "B" and row.finalize_count == 1
     assert not a.claim("cell0", "A"), "a finalized cell is never claimed again"
     assert [r["id"] for r in a.records("m1")] == ["cell0"]
 
@@ -43,7 +43,7 @@ def test_lease_is_renewed_while_held(tmp_path):
 def test_failed_cells_reopen_only_on_request(tmp_path):
     queue = CellQueue(f"sqlite:///{tmp_path / 'q.db'}")
     queue.add_matrix("m1", CELLS)
-    assert queue.claim("cell2", "A") and queue.finish("cell2", "A", {"id": "cell2"}, state="failed")
+    assert queue.claim("cell2", "A") and queue.finish("cell2", "A", {"id": "cell2", "status": "failed"})
     assert not queue.claim("cell2", "B")
     assert queue.reopen_failed("m1") == 1 and queue.row("cell2").state == PENDING
     assert queue.claim("cell2", "B")
@@ -54,7 +54,7 @@ def test_a_cell_belongs_to_every_matrix_that_lists_it(tmp_path):
     queue.add_matrix("m1", CELLS[:2])
     queue.add_matrix("m2", [CELLS[1], CELLS[2]])  # cell1 was inserted by m1
     assert [c.cell_id for c in queue.cells("m2")] == ["cell1", "cell2"], "in m2's order, whoever inserted them"
-    assert queue.claim("cell1", "A") and queue.finish("cell1", "A", {"id": "cell1"}, state="failed")
+    assert queue.claim("cell1", "A") and queue.finish("cell1", "A", {"id": "cell1", "status": "failed"})
     assert [r["id"] for r in queue.records("m2")] == ["cell1"] and [r["id"] for r in queue.records("m1")] == ["cell1"]
     assert queue.reopen_failed("m2") == 1 and queue.row("cell1").state == PENDING
     assert [c.cell_id for c in queue.cells()] == ["cell0", "cell1", "cell2"], "each cell once"

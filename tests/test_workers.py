@@ -21,7 +21,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from bench.queue import FINALIZED, CellQueue
+from bench.queue import FINISHED, CellQueue
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.integration, needs_minilm]
@@ -117,7 +117,7 @@ def test_two_workers_share_a_matrix_and_survive_a_kill(kind, tmp_path, tiny_mode
     assert b.wait(timeout=600) == 0, (tmp_path / "b.log").read_text()[-3000:]
 
     rows = queue.cells()
-    assert len(rows) == 4 and all(r.state == FINALIZED for r in rows)
+    assert len(rows) == 4 and all(r.state == FINISHED for r in rows)
     assert all(queue.row(r.cell_id).finalize_count == 1 for r in rows), "no cell is finalized twice"
     for row in rows:
         trials = optuna.load_study(study_name=row.cell_id, storage=storage).get_trials()
