@@ -164,7 +164,7 @@ def judgement(cell: Cell, run: Run, task: Task, evaluation, method, method_info,
     judged = verdicts.judge(task.primary_metric, task.greater_is_better, evaluation, summary, cell.sparsity,
                             method_info, ramp, method.min_ramp_steps)  # fmt: skip
     return {
-        "metric_intervals": verdicts.intervals(evaluation.per_example, cell.seed),
+        "metric_intervals": verdicts.evaluation_intervals(evaluation, cell.seed),
         "baseline": summary,
         "verdicts": judged,
         "schedule": schedule.to_dict() if schedule is not None else None,

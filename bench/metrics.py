@@ -50,7 +50,7 @@ def _correlation(kind: str) -> Callable[[np.ndarray, np.ndarray], float]:
     def score(predictions: np.ndarray, labels: np.ndarray) -> float:
         from scipy import stats
 
-        if np.ptp(predictions) == 0.0:  # a constant prediction has no correlation (scipy would return NaN)
+        if np.ptp(predictions) == 0.0 or np.ptp(labels) == 0.0:  # undefined (scipy: NaN); a constant has none
             return 0.0
         test = stats.pearsonr if kind == "pearson" else stats.spearmanr
         return 100.0 * float(test(predictions, labels)[0])

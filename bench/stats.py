@@ -90,6 +90,43 @@ def bootstrap_interval(values, level: float = 0.95, resamples: int = 1000, seed:
     return float(ci.low), float(ci.high)
 
 
+def paired_bootstrap_interval(
+    predictions, labels, statistic, level: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap confidence interval of a metric that does not decompose by example (F1, Matthews correlation,
+    Pearson/Spearman): examples are resampled as (prediction, label) pairs and the metric recomputed on each resample.
+
+    Args:
+        predictions, labels: 1-D array-likes of shape (n,).
+        statistic: ``statistic(predictions, labels) -> float`` in metric units.
+        level, resamples, seed: as :func:`bootstrap_interval`.
+
+    Returns:
+        ``(low, high)``: BCa via ``scipy.stats.bootstrap(paired=True)``, the percentile interval where BCa is
+        degenerate; ``(v, v)`` when every resample gives the same value.
+
+    Raises:
+        ValueError: shapes that differ or are not 1-D, fewer than 2 examples, ``resamples < 1000``, a bad ``level``.
+    """
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if p.ndim != 1 or p.shape != y.shape or p.size < 2:
+        raise ValueError(f"predictions and labels must be 1-D of one length >= 2, got {p.shape} and {y.shape}")
+    _check_level(level)
+    if resamples < 1000:
+        raise ValueError(f"resamples must be >= 1000, got {resamples}")
+    kwargs = dict(n_resamples=resamples, confidence_level=level, vectorized=False, paired=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # degenerate resamples (a constant prediction) and BCa NaNs: fallback below
+        ci = stats.bootstrap((p, y), statistic, method="BCa", **_seeded(seed), **kwargs).confidence_interval
+        if not (np.isfinite(ci.low) and np.isfinite(ci.high)):
+            ci = stats.bootstrap((p, y), statistic, method="percentile", **_seeded(seed), **kwargs)
+            ci = ci.confidence_interval
+    if not (np.isfinite(ci.low) and np.isfinite(ci.high)):  # every resample equal (e.g. constant predictions)
+        value = float(statistic(p, y))
+        return value, value
+    return float(ci.low), float(ci.high)
+
+
 def t_interval(values, level: float = 0.95) -> tuple[float, float] | None:
     """Student-t confidence interval of the mean over seeds.
 

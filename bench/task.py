@@ -51,12 +51,15 @@ class Evaluation:
             task whose metrics do not decompose by example.
         predictions: shape (n_examples,): the predicted label id or answer text of each example, or None.
         description: for a trivial baseline, what it predicts (e.g. "majority class 1 of the eval split").
+        labels: shape (n_examples,): the gold labels, where the metrics come from :meth:`Task.compute_metrics`; with
+            ``predictions`` they give the intervals of the metrics that do not decompose by example.
     """
 
     metrics: dict[str, float]
     per_example: dict[str, np.ndarray] = field(default_factory=dict)
     predictions: np.ndarray | None = None
     description: str = ""
+    labels: np.ndarray | None = None
 
     def constant_predictions(self) -> bool:
         """True when every example got the same prediction (a model that fell to one class or one span)."""
@@ -262,7 +265,7 @@ class Task(ABC):
         from bench import metrics
 
         scores, per_example = metrics.compute(self.metrics, predictions, labels)
-        return Evaluation(scores, per_example, np.asarray(predictions))
+        return Evaluation(scores, per_example, np.asarray(predictions), labels=np.asarray(labels))
 
     def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation | None:
         """The score of a model that learned nothing, on the eval ``examples``: what a cell must beat to be more

@@ -37,12 +37,31 @@ def intervals(per_example: dict[str, np.ndarray], seed: int = 0) -> dict[str, di
     return out
 
 
+def evaluation_intervals(evaluation: Evaluation, seed: int = 0) -> dict[str, dict[str, float]]:
+    """:func:`intervals` of the per-example metrics, plus a paired bootstrap (:func:`bench.stats.
+    paired_bootstrap_interval`) of every other metric that :data:`bench.metrics.METRICS` can recompute from the
+    evaluation's predictions and labels (F1, Matthews correlation, Pearson, Spearman)."""
+    from bench.metrics import METRICS
+    from bench.stats import paired_bootstrap_interval
+
+    out = intervals(evaluation.per_example, seed)
+    if evaluation.predictions is None or evaluation.labels is None or len(evaluation.labels) < 2:
+        return out
+    for metric in evaluation.metrics:
+        if metric in out or metric not in METRICS:
+            continue
+        score = METRICS[metric].score
+        low, high = paired_bootstrap_interval(evaluation.predictions, evaluation.labels, score, LEVEL, RESAMPLES, seed)
+        out[metric] = {"low": low, "high": high, "level": LEVEL, "resamples": RESAMPLES}
+    return out
+
+
 def baseline_summary(baseline: Evaluation | None, seed: int = 0) -> dict[str, Any] | None:
     """The trivial baseline as a record field: what it predicts, its metrics and their intervals."""
     if baseline is None:
         return None
     return {"description": baseline.description, "metrics": baseline.metrics,
-            "intervals": intervals(baseline.per_example, seed)}  # fmt: skip
+            "intervals": evaluation_intervals(baseline, seed)}  # fmt: skip
 
 
 def judge(

@@ -1,5 +1,6 @@
-"""GLUE sentence(-pair) classification tasks (Wang et al., 2019, "GLUE: A Multi-Task Benchmark and Analysis
-Platform for Natural Language Understanding", ICLR), scored by accuracy in percent."""
+"""GLUE sentence(-pair) tasks (Wang et al., 2019, "GLUE: A Multi-Task Benchmark and Analysis Platform for Natural
+Language Understanding", ICLR) with GLUE's metrics, in percent: accuracy (SST-2, MNLI, QNLI, RTE, WNLI), Matthews
+correlation (CoLA), F1 and accuracy (MRPC), Pearson and Spearman correlation of a regression head (STS-B)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,11 @@ class GlueTask(Task):
     text_keys: ClassVar[tuple[str, ...]]
     num_labels: ClassVar[int]
 
+    @property
+    def regression(self) -> bool:
+        """One output (STS-B): a regression head trained with MSE, predictions are its values."""
+        return self.num_labels == 1
+
     def build_model(self, model_id: str) -> PreTrainedModel:
         from transformers import AutoModelForSequenceClassification
 
@@ -121,8 +127,8 @@ class GlueTask(Task):
         tokenizer: PreTrainedTokenizerBase,
         feats: Featurization,
     ) -> Evaluation:
-        """The task's metrics (:meth:`compute_metrics`) of the argmax label, with each example's predicted label and,
-        for accuracy, its contribution (100 if right, else 0).
+        """The task's metrics (:meth:`compute_metrics`) of the argmax label (the regression head's value for STS-B),
+        with each example's prediction and, for accuracy, its contribution (100 if right, else 0).
 
         Raises:
             BenchError: ``examples`` has no gold labels (label -1, as in GLUE test splits).
@@ -131,15 +137,21 @@ class GlueTask(Task):
         labels = self.gold_labels(features["labels"])
         predictions = trainer.predict(features).predictions
         logits = predictions[0] if isinstance(predictions, tuple) else predictions
-        return self.compute_metrics(np.asarray(logits).argmax(axis=-1), labels)
+        logits = np.asarray(logits)
+        return self.compute_metrics(logits[:, 0] if self.regression else logits.argmax(axis=-1), labels)
 
     def trivial_baseline(self, examples: datasets.Dataset) -> Evaluation:
-        """Always the majority class of the eval ``examples`` (ties: the lowest label id).
+        """Always the majority class of the eval ``examples`` (ties: the lowest label id); for a regression task,
+        always their mean score (whose correlation with anything is 0).
 
         Raises:
             BenchError: ``examples`` has no gold labels.
         """
         labels = self.gold_labels(examples["label"])
+        if self.regression:
+            evaluation = self.compute_metrics(np.full(len(labels), labels.mean()), labels)
+            evaluation.description = f"the mean score {labels.mean():.3g} of the eval split"
+            return evaluation
         majority = int(np.bincount(labels, minlength=self.num_labels).argmax())
         evaluation = self.compute_metrics(np.full(len(labels), majority), labels)
         word = f" ({self.label_words[majority]!r})" if majority < len(self.label_words) else ""
@@ -147,8 +159,8 @@ class GlueTask(Task):
         return evaluation
 
     def gold_labels(self, labels: Any) -> np.ndarray:
-        """``labels`` as an int array, refused when the split has none (label -1)."""
-        labels = np.asarray(labels, dtype=np.int64)
+        """``labels`` as an int array (float for a regression task), refused when the split has none (label -1)."""
+        labels = np.asarray(labels, dtype=np.float64 if self.regression else np.int64)
         if (labels < 0).any():
             raise BenchError(f"task {self.name!r}: the eval examples have no gold labels (label -1, a test split?)")
         return labels
@@ -186,3 +198,80 @@ class SST2(GlueTask):
         "quick": {"train_split": "train[:2000]", "eval_split": "validation"},
         "proxy": {"train_split": "train", "eval_split": "validation"},
     }
+
+_QUICK = {"quick": {"train_split": "train[:2000]", "eval_split": "validation"}}
+
+
+class CoLA(GlueTask):
+    """Corpus of Linguistic Acceptability: is the sentence grammatical? Matthews correlation (GLUE's metric)."""
+
+    name = "cola"
+    description = "GLUE CoLA: grammatical acceptability, Matthews correlation (and accuracy) on validation"
+    dataset_config = "cola"
+    text_keys = ("sentence",)
+    num_labels = 2
+    metrics = ("matthews_correlation", "accuracy")
+    primary_metric = "matthews_correlation"
+    label_words = ("No", "Yes")  # 0 unacceptable, 1 acceptable
+    presets = _QUICK
+
+
+class MRPC(GlueTask):
+    """Microsoft Research Paraphrase Corpus: are the two sentences paraphrases? F1 of the paraphrase class."""
+
+    name = "mrpc"
+    description = "GLUE MRPC: paraphrase detection, F1 (and accuracy) on validation"
+    dataset_config = "mrpc"
+    text_keys = ("sentence1", "sentence2")
+    num_labels = 2
+    metrics = ("f1", "accuracy")
+    primary_metric = "f1"
+    label_words = ("No", "Yes")  # 0 not equivalent, 1 equivalent
+    presets = _QUICK
+
+
+class STSB(GlueTask):
+    """Semantic Textual Similarity Benchmark: a similarity score in [0, 5], a regression head; Pearson correlation."""
+
+    name = "stsb"
+    description = "GLUE STS-B: sentence similarity regression, Pearson (and Spearman) correlation on validation"
+    dataset_config = "stsb"
+    text_keys = ("sentence1", "sentence2")
+    num_labels = 1
+    metrics = ("pearson", "spearman")
+    primary_metric = "pearson"
+    presets = _QUICK
+
+
+class RTE(GlueTask):
+    """Recognizing Textual Entailment (2.5k training pairs)."""
+
+    name = "rte"
+    description = "GLUE RTE: textual entailment, 2 classes, accuracy on validation"
+    dataset_config = "rte"
+    text_keys = ("sentence1", "sentence2")
+    num_labels = 2
+    label_words = ("Yes", "No")  # 0 entailment, 1 not entailment
+
+
+class WNLI(GlueTask):
+    """Winograd NLI (635 training pairs; its validation set is adversarial to the training set, see GLUE)."""
+
+    name = "wnli"
+    description = "GLUE WNLI: Winograd pronoun entailment, 2 classes, accuracy on validation"
+    dataset_config = "wnli"
+    text_keys = ("sentence1", "sentence2")
+    num_labels = 2
+    label_words = ("No", "Yes")  # 0 not entailment, 1 entailment
+
+
+class QNLI(GlueTask):
+    """Question NLI: does the sentence answer the question? (The offline cache of this project's machines holds
+    only its validation and test splits, so it cannot be trained there: preflight says which split is missing.)"""
+
+    name = "qnli"
+    description = "GLUE QNLI: question/sentence entailment, 2 classes, accuracy on validation"
+    dataset_config = "qnli"
+    text_keys = ("question", "sentence")
+    num_labels = 2
+    label_words = ("Yes", "No")  # 0 entailment, 1 not entailment

@@ -52,7 +52,7 @@ def test_bench_ls_lists_its_method_and_task(installed, tmp_path):
     assert "example-prune-plugin" in methods["random"] and "random pruning on the cubic schedule" in methods["random"]
     assert "prune-bench" in methods["magnitude"]
     tasks = listed(run("-m", "bench", "ls", "tasks", path=[installed], cwd=tmp_path))
-    assert "example-prune-plugin" in tasks["rte"] and "prune-bench" in tasks["sst2"]
+    assert "example-prune-plugin" in tasks["boolq"] and "prune-bench" in tasks["sst2"]
 
 
 def test_the_installed_conformance_suites_pass_on_it(installed, tmp_path):
@@ -62,7 +62,7 @@ def test_the_installed_conformance_suites_pass_on_it(installed, tmp_path):
         from bench.prunable import prunable_weights
         from bench.testing import check_method, check_task
 
-        print(len(check_method("random")), len(check_task("rte")))
+        print(len(check_method("random")), len(check_task("boolq")))
         model = ElectraForQuestionAnswering(ElectraConfig(vocab_size=99, embedding_size=16, hidden_size=32,
                                             num_hidden_layers=2, num_attention_heads=2, intermediate_size=64))
         print(len(prunable_weights(model)))
@@ -80,7 +80,7 @@ def test_its_version_enters_its_cells_ids(installed, tmp_path):
         import json, sys
         from bench.matrix import Matrix, expand
 
-        cells = expand(Matrix(methods=["random", "magnitude"], tasks=["rte", "sst2"], sparsities=[0.5]))
+        cells = expand(Matrix(methods=["random", "magnitude"], tasks=["boolq", "sst2"], sparsities=[0.5]))
         cells += expand(Matrix(methods=["magnitude"], tasks=["sst2"], sparsities=[0.5], model=sys.argv[1]))
         model = lambda c: "electra" if c.model == sys.argv[1] else "minilm"
         print(json.dumps({f"{c.method}/{c.task_name}/{model(c)}": c.to_dict().get("plugins") for c in cells}))
@@ -89,9 +89,9 @@ def test_its_version_enters_its_cells_ids(installed, tmp_path):
     assert out.returncode == 0, out.stderr
     origin = {"distribution": "example-prune-plugin", "version": "0.1.0"}
     assert json.loads(out.stdout) == {
-        "magnitude/rte/minilm": {"task": {"name": "rte", **origin}},
+        "magnitude/boolq/minilm": {"task": {"name": "boolq", **origin}},
         "magnitude/sst2/minilm": None,  # built-in plugins only: no 'plugins', the id of the same cell without it
-        "random/rte/minilm": {"method": {"name": "random", **origin}, "task": {"name": "rte", **origin}},
+        "random/boolq/minilm": {"method": {"name": "random", **origin}, "task": {"name": "boolq", **origin}},
         "random/sst2/minilm": {"method": {"name": "random", **origin}},
         "magnitude/sst2/electra": {"architecture": {"name": "electra", **origin}},  # an ELECTRA model's cells
     }
@@ -111,7 +111,7 @@ def test_a_second_distribution_with_the_same_name_is_refused(installed, tmp_path
     assert "example-prune-plugin" in listed(chosen)["random"]
 
 
-@pytest.mark.parametrize("module", ["random_pruning", "rte", "electra"])
+@pytest.mark.parametrize("module", ["random_pruning", "boolq", "electra"])
 def test_the_readme_shows_the_example_as_it_is(module):
     """The README's "Adding a method / a task / an architecture" code is the tested example's code, verbatim."""
     import re
