@@ -4,7 +4,7 @@ A value reads ``78.67 [76.1, 81.2]``: the mean over seeds and its 95% confidence
 recorded none). Then, in this order: bold (the format's own: ``**``, ``\\textbf``, ``<b>``) when the row is
 significantly the best of its column, `` ≈`` when it ties with the best, `` chance`` (or ``chance 2/3`` when the
 seeds disagree), ``†`` when the final projection did most of the pruning and ``‡`` for a short pruning schedule.
-Every function takes a row of :func:`bench.significance.board` (an ``itertuples`` row) and is pure.
+Every function takes a row of :func:`bench.leaderboard.board` (an ``itertuples`` row) and is pure.
 """
 
 from __future__ import annotations
@@ -15,6 +15,15 @@ from typing import Any
 import pandas as pd
 
 from bench.verdicts import REACHED_MIN, labels
+
+# The paired tests behind the marks (bench.significance); here so that the text layer needs nothing above it.
+ALPHA = 0.05
+# Sign-flip resamples per paired test. 2000 bounds p below by 1e-3, so a Holm-corrected comparison of up to ~25
+# methods in one column can still reach 0.05, and keeps SQuAD-sized columns (3 seeds x 10570 questions) to a few
+# seconds per method on two cores; scipy's 10000 default costs five times that.
+RESAMPLES = 2000
+MISSING = "no per-example predictions: cells from before they were saved"
+MARK_COLUMNS = ["task", "target_sparsity", "method", "mark", "p_vs_best", "tested", "test_note"]
 
 PROJECTION, SHORT, TIE = "†", "‡", "≈"
 BOLD = {"md": "**{}**", "latex": "\\textbf{{{}}}", "html": "<b>{}</b>"}
@@ -124,15 +133,13 @@ def _reached(row: Any) -> str:
 
 
 def legend_lines(board: pd.DataFrame) -> list[str]:
-    """Plain-text legend of ``board`` (from :func:`bench.significance.board`): what values and marks mean, and
+    """Plain-text legend of ``board`` (from :func:`bench.leaderboard.board`): what values and marks mean, and
     which rows carry ``†``/``‡`` (with their numbers) and which columns were not tested."""
     if board.empty:
         return []
     lines = [VALUES]
     pruned = board[board["role"] == "pruned"]
     if not pruned.empty:
-        from bench.significance import ALPHA, RESAMPLES
-
         lines.append(MARKS.format(tie=TIE, resamples=RESAMPLES, alpha=ALPHA))
     if (board.get("chance_seeds", pd.Series(dtype=float)).fillna(0) > 0).any():
         lines.append(CHANCE)

@@ -71,8 +71,8 @@ def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
     from bench import reference
     from bench.config import parse_list
     from bench.formats import filter_cells, render_board, with_reference
+    from bench.leaderboard import board as ranked
     from bench.leaderboard import collect
-    from bench.significance import board as ranked
     from bench.significance import load_arrays
 
     tasks, methods, sparsities = (

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from bench.annotate import BOLD, LATEX, known, legend, percent, value_text
+from bench.annotate import BOLD, LATEX, MARK_COLUMNS, MISSING, known, legend, percent, value_text
 from bench.errors import BenchError
 from bench.registry import is_reference
 
@@ -74,8 +74,6 @@ def long_board(summary: pd.DataFrame, marks: pd.DataFrame | None = None) -> pd.D
     sparsity and mean, best first in the metric's direction), with the columns of ``marks``
     (:func:`bench.significance.column_marks`) merged onto the pruned rows: ``mark``, ``p_vs_best``, ``tested``,
     ``test_note``, and ``best`` (``mark == "best"``). Without ``marks`` no column is tested: nothing is marked."""
-    from bench.significance import MARK_COLUMNS, MISSING
-
     if summary.empty:
         return summary.assign(best=pd.Series(dtype=bool), mark=pd.Series(dtype=str))
     out = summary.copy()
@@ -119,7 +117,7 @@ def with_reference(board: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_board(board: pd.DataFrame, fmt: str, with_legend: bool = True) -> str:
-    """``board`` (from :func:`bench.significance.board`) as Markdown, CSV (numbers unformatted, one column per
+    """``board`` (from :func:`bench.leaderboard.board`) as Markdown, CSV (numbers unformatted, one column per
     field: ``ci_low``, ``ci_high``, ``chance``, ``projection``, ``reached_fraction``, ``short_schedule``, ``mark``,
     ``p_vs_best``, ``best`` …), LaTeX or an HTML table; the text formats end with the legend of
     :func:`bench.annotate.legend` unless ``with_legend`` is False.

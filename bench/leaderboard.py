@@ -185,19 +185,31 @@ def _baseline_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def table(df: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """The leaderboard of :func:`collect`'s cells: :func:`pivot` of :func:`bench.significance.board`, whose marks
+    """The leaderboard of :func:`collect`'s cells: :func:`pivot` of :func:`board`, whose marks
     are tested on ``arrays`` (``{cell id: per-example values, shape (n_examples,)}``; without them no column is
     tested and nothing is marked)."""
     if df.empty:
         return pd.DataFrame()
-    from bench.significance import board
 
     return pivot(board(df, arrays))
 
 
+def board(cells: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The long leaderboard of :func:`collect`'s ``cells``: :func:`bench.formats.long_board` of
+    their summary with the :func:`bench.significance.column_marks` tested on ``arrays`` (``{cell id: (n_examples,)
+    values}``, e.g. :func:`bench.significance.load_arrays`; None: nothing tested)."""
+    from bench.formats import long_board
+    from bench.significance import column_marks
+
+    summary = summarize(cells)
+    if summary.empty:
+        return long_board(summary)
+    return long_board(summary, column_marks(summary, cells, arrays))
+
+
 def pivot(board: pd.DataFrame) -> pd.DataFrame:
     """Rows are methods (dense, then the trivial baseline, first), columns are ``task metric @ sparsity``, values
-    are :func:`bench.annotate.cell_text` strings of ``board`` (from :func:`bench.significance.board`).
+    are :func:`bench.annotate.cell_text` strings of ``board`` (from :func:`board`).
 
     Columns are keyed by the exact target (task, metric, arrow, target) and labelled with
     :func:`bench.annotate.percent`, so targets that round to the same percent (0.975, 0.98) stay two columns.
@@ -274,7 +286,7 @@ def write(output: Path) -> str:
         BenchError: a corrupt record or predictions file, naming it.
     """
     from bench.annotate import legend
-    from bench.significance import board, load_arrays
+    from bench.significance import load_arrays
 
     cell_records = records.read_records(output)
     df = collect(cell_records)

@@ -90,12 +90,12 @@ class ArchitectureTable(MutableMapping):
         self._local: dict[str, Architecture] = {}
 
     def _names(self) -> set[str]:
-        from bench import registry
+        import bench.registry as registry
 
         return set(registry.architectures.entries) | set(self._local)
 
     def __getitem__(self, model_type: str) -> Architecture:
-        from bench import registry
+        import bench.registry as registry
 
         if model_type in self._local:
             return self._local[model_type]

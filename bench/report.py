@@ -83,8 +83,8 @@ def leaderboard_html(recs: list[dict[str, Any]], output: Path | None = None) -> 
     (None: nothing is tested)."""
     from bench import reference
     from bench.formats import render_board, with_reference
+    from bench.leaderboard import board as ranked
     from bench.leaderboard import collect
-    from bench.significance import board as ranked
     from bench.significance import load_arrays
 
     cells = collect(recs)

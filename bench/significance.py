@@ -16,16 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.annotate import is_true, percent
+from bench.annotate import ALPHA, MARK_COLUMNS, MISSING, RESAMPLES, is_true, percent  # noqa: F401 - re-exported
 from bench.errors import BenchError
-
-ALPHA = 0.05
-# Sign-flip resamples per paired test. 2000 bounds p below by 1e-3, so a Holm-corrected comparison of up to ~25
-# methods in one column can still reach 0.05, and keeps SQuAD-sized columns (3 seeds x 10570 questions) to a few
-# seconds per method on two cores; scipy's 10000 default costs five times that.
-RESAMPLES = 2000
-MISSING = "no per-example predictions: cells from before they were saved"
-MARK_COLUMNS = ["task", "target_sparsity", "method", "mark", "p_vs_best", "tested", "test_note"]
 
 
 def load_arrays(output: Path, cells: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -86,19 +78,6 @@ def column_marks(
 def _seed_arrays(cells: pd.DataFrame, arrays: dict[str, np.ndarray]) -> dict[int, np.ndarray]:
     return {int(seed): arrays[cell_id] for cell_id, seed in cells[["cell_id", "seed"]].itertuples(index=False)
             if cell_id in arrays}  # fmt: skip
-
-
-def board(cells: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
-    """The long leaderboard of :func:`bench.leaderboard.collect`'s ``cells``: :func:`bench.formats.long_board` of
-    their summary with the :func:`column_marks` tested on ``arrays`` (``{cell id: (n_examples,) values}``, e.g.
-    :func:`load_arrays`; None: nothing tested)."""
-    from bench.formats import long_board
-    from bench.leaderboard import summarize
-
-    summary = summarize(cells)
-    if summary.empty:
-        return long_board(summary)
-    return long_board(summary, column_marks(summary, cells, arrays))
 
 
 def critical_difference(summary: pd.DataFrame, alpha: float = ALPHA) -> tuple[dict[str, Any] | None, str]:

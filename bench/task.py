@@ -262,7 +262,7 @@ class Task(ABC):
             ValueError: a metric name that :data:`bench.metrics.METRICS` lacks (a task that names its own metrics
                 overrides this), or shapes that do not match.
         """
-        from bench import metrics
+        import bench.metrics as metrics
 
         scores, per_example = metrics.compute(self.metrics, predictions, labels)
         return Evaluation(scores, per_example, np.asarray(predictions), labels=np.asarray(labels))

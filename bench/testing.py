@@ -15,58 +15,22 @@ Both build tiny random BERT models themselves and touch neither the network nor 
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from bench.testing_support import ConformanceError, _require, quiet, tiny_bert_config
+
 __all__ = ["ConformanceError", "check_method", "check_task", "tiny_bert_config"]
-
-
-class ConformanceError(AssertionError):
-    """A plugin broke a property of its interface; the message names the plugin and the property."""
-
-
-def tiny_bert_config(**overrides: Any):
-    """A 2-layer BERT config, hidden 32, 2 heads, FFN 64, 3 labels (``overrides`` win)."""
-    from transformers import BertConfig
-
-    settings = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=512, num_labels=3)  # fmt: skip
-    return BertConfig(**{**settings, **overrides})
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """transformers' and datasets' progress bars and load reports off, as they were afterwards."""
-    import datasets
-    from transformers.utils import logging
-
-    verbosity, bars, data_bars = (
-        logging.get_verbosity(),
-        logging.is_progress_bar_enabled(),
-        datasets.is_progress_bar_enabled(),
-    )
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()
-        if data_bars:
-            datasets.enable_progress_bars()
 
 
 def _plugin(kind: str, cls: Any) -> Any:
     """``cls`` itself, or the class registered under the name ``cls``."""
     if isinstance(cls, str):
-        from bench import registry
+        import bench.registry as registry
 
         return (registry.methods if kind == "method" else registry.tasks).get(cls)
     return cls
@@ -89,11 +53,6 @@ class _Checker:
             raise ConformanceError(f"{self.label}: {prop}: {type(err).__name__}: {detail}") from err
         self.passed.append(prop)
         return result
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
 
 
 # ---- methods --------------------------------------------------------------------------------------------------

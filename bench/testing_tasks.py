@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.testing import _require, quiet, tiny_bert_config
+from bench.testing_support import _require, quiet, tiny_bert_config
 
 WORDS = ("the a cat dog sat ran on in mat park film was good bad very not it who what where did").split()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

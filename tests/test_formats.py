@@ -10,8 +10,8 @@ import pytest
 
 from bench.errors import BenchError
 from bench.formats import filter_cells, long_board, render_board
+from bench.leaderboard import board as ranked
 from bench.leaderboard import collect, summarize
-from bench.significance import board as ranked
 from tests.test_leaderboard import RECORDS, record
 
 LOWER_IS_BETTER = record("movement", "toy", 0.9, 0, 3.0, 0.9)

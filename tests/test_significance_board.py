@@ -12,9 +12,9 @@ import pytest
 from bench import records
 from bench.folder import ResultsFolder
 from bench.formats import render_board
-from bench.leaderboard import collect, pivot, summarize
+from bench.leaderboard import board, collect, pivot, summarize
 from bench.predictions import save_predictions
-from bench.significance import board, critical_difference, load_arrays
+from bench.significance import critical_difference, load_arrays
 from bench.stats import t_interval
 from bench.task import Evaluation
 
