@@ -86,7 +86,7 @@ def pareto_figure(summary: pd.DataFrame, task: str):
 def critical_difference_figure(result: dict):
     """The critical-difference diagram of a :func:`bench.significance.critical_difference` result: mean ranks of
     the pruned methods over the columns (rank 1 = best), bars joining methods the Nemenyi test cannot tell apart."""
-    from bench.stats import critical_difference_plot
+    from bench.ranks import critical_difference_plot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 0.35 * len(result["mean_ranks"]) + 2.0), dpi=120)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from bench import records, registry
 from bench.errors import BenchError
 from bench.folder import ResultsFolder
-from bench.task import first_line, hub_hint, split_problem, with_hub_hint
+from bench.hub import first_line, hub_hint, split_problem, with_hub_hint
 
 if TYPE_CHECKING:
     from bench.cell import Cell

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.hub import first_line
 from bench.prunable import ROLES, prunable_weights
 from bench.records import file_mode
-from bench.task import first_line
 
 
 @torch.no_grad()

@@ -89,7 +89,7 @@ def critical_difference(summary: pd.DataFrame, alpha: float = ALPHA) -> tuple[di
     have every column (else the incomplete columns are). Returns ``(result, "")``, with ``result["table"]`` the
     (blocks × methods) table used, or ``(None, reason)`` when fewer than 3 columns or 2 methods are comparable.
     """
-    from bench.stats import friedman_nemenyi
+    from bench.ranks import friedman_nemenyi
 
     pruned = summary[summary["role"] == "pruned"] if not summary.empty else summary
     if pruned.empty:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from bench.errors import BenchError
-from bench.task import first_line
+from bench.hub import first_line
 
 CONNECT_TIMEOUT = float(os.environ.get("BENCH_CONNECT_TIMEOUT", "5"))  # seconds per server check
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
+from bench.ranks import critical_difference_plot, friedman_nemenyi  # noqa: E402
 from bench.stats import (  # noqa: E402
     bootstrap_interval,
-    critical_difference_plot,
-    friedman_nemenyi,
     holm,
     paired_test,
     rank_column,
