@@ -58,7 +58,10 @@ TRACKING_HELP = "MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db); 'none
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import bench
+
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark pruning methods for transformers.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {bench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a method × task × sparsity × seed matrix")
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     ls = sub.add_parser("ls", help="list registered methods or tasks")
-    ls.add_argument("what", choices=["methods", "tasks"])
+    ls.add_argument("what", choices=["methods", "tasks"], help="what to list: the registered methods or tasks")
     ls.set_defaults(func=cmd_ls)
 
     export = sub.add_parser("export", help="write a cell's model compacted and sparse; check it against the record")

@@ -19,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     from bench.formats import FORMATS
 
     board = sub.add_parser("leaderboard", help="render the leaderboard of a results folder")
-    board.add_argument("output", type=folder_arg)
+    board.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
     board.add_argument("--format", choices=FORMATS, help="the long board as md, csv, latex or html (default: the "
                        "method × task/sparsity table of leaderboard.md, rewritten)")  # fmt: skip
     board.add_argument("--task", help="comma list of tasks to show")
@@ -30,18 +30,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
                           "heatmaps into OUTPUT/plots")  # fmt: skip
-    plot.add_argument("output", type=folder_arg)
+    plot.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
     plot.add_argument("--cell", action="append", help="heatmap of this cell (id prefix; repeatable); default: one "
                       "per method at its highest sparsity")  # fmt: skip
     plot.set_defaults(func=cmd_plot)
 
     report = sub.add_parser("report", help="write OUTPUT/report.html: leaderboard, plots, cells, failures")
-    report.add_argument("output", type=folder_arg)
+    report.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="the cells two results folders share, with B − A deltas")
-    compare.add_argument("folder_a", type=folder_arg)
-    compare.add_argument("folder_b", type=folder_arg)
+    compare.add_argument("folder_a", type=folder_arg, help="results folder A (the reference)")
+    compare.add_argument("folder_b", type=folder_arg, help="results folder B (deltas are B − A)")
     compare.set_defaults(func=cmd_compare)
 
 
