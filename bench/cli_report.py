@@ -42,6 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="the cells two results folders share, with B − A deltas")
     compare.add_argument("folder_a", type=folder_arg, help="results folder A (the reference)")
     compare.add_argument("folder_b", type=folder_arg, help="results folder B (deltas are B − A)")
+    compare.add_argument("--force", action="store_true", help="also pair cells run under different protocols "
+                         "(budget, splits, search settings); each such pair then says what differs")  # fmt: skip
     compare.set_defaults(func=cmd_compare)
 
 
@@ -115,5 +117,5 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import compare_folders
 
-    print(compare_folders(args.folder_a, args.folder_b))
+    print(compare_folders(args.folder_a, args.folder_b, force=args.force))
     return 0

@@ -5,6 +5,10 @@ or hyperparameters change the id) or two machines can be compared: model, method
 sparsity and seed. Deltas are B − A. Where both cells saved their per-example eval results
 (``OUTPUT/predictions``) on the same number of eval examples, ``p`` is the two-sided p-value of the paired sign-flip
 permutation test of :func:`bench.stats.paired_test` on those examples.
+
+Two cells are comparable only under one protocol: the same budget, train and eval splits and search settings (the
+method's hyperparameters may differ: that is what a comparison of two versions is for). Pairs that differ in any of
+those are refused, naming the cells and the fields, unless ``--force``; then each such row says what differs.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import records
+from bench.errors import BenchError
 from bench.leaderboard import collect
 from bench.significance import RESAMPLES
 
 PAIR_KEY = ["model", "method", "task", "target_sparsity", "seed"]
+PROTOCOL = ("budget", "task", "search")  # the parts of a cell that must agree for two cells to be compared
 P_NOTE = (
     f"p: paired sign-flip permutation test on the shared eval examples ({RESAMPLES} resamples; blank where a cell "
     "has no per-example predictions, or the two evaluated different numbers of examples)."
@@ -48,8 +54,8 @@ def compare(
     the lengths differ."""
     pairs = a.merge(b, on=PAIR_KEY, suffixes=("_a", "_b"))
     if pairs.empty:
-        return pd.DataFrame(columns=[*PAIR_KEY, "metric", "value_a", "value_b", "delta", "p"])
-    out = pairs[PAIR_KEY].copy()
+        return pd.DataFrame(columns=[*PAIR_KEY, "cell_id_a", "cell_id_b", "metric", "value_a", "value_b", "delta", "p"])
+    out = pairs[[*PAIR_KEY, "cell_id_a", "cell_id_b"]].copy()
     out["metric"] = pairs["metric_a"]
     out["value_a"], out["value_b"] = pairs["value_a"], pairs["value_b"]
     out["delta"] = pairs["value_b"] - pairs["value_a"]
@@ -75,6 +81,11 @@ def render(pairs: pd.DataFrame, only_a: int, only_b: int, names: tuple[str, str]
     footer = f"\n\n{len(pairs)} cells in both; {only_a} only in {a}; {only_b} only in {b}. Deltas are B − A. {P_NOTE}"
     if pairs.empty:
         return f"(no cells in common){footer}"
+    if "protocol" in pairs and pairs["protocol"].astype(bool).any():
+        differ = pairs[pairs["protocol"].astype(bool)]
+        lines = [f"\n- {r.method}/{r.task}@{r.target_sparsity:g}#{r.seed}: {r.protocol}" for r in differ.itertuples()]
+        footer += "\n\nCompared with --force across protocols (their deltas do not measure the method alone):"
+        footer += "".join(lines)
     rows = [
         [r.method, r.task, f"{r.target_sparsity:.0%}", r.seed, r.metric, f"{r.value_a:.2f}", f"{r.value_b:.2f}",
          f"{r.delta:+.2f}", f"{r.sparsity_a:.2%}", f"{r.sparsity_b:.2%}", _ratio(r.wall_ratio),
@@ -90,12 +101,66 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}×" if pd.notna(value) else ""
 
 
-def compare_folders(folder_a: Path, folder_b: Path) -> str:
-    """Load, pair and render two results folders (see :func:`compare`)."""
+def protocol(cell: dict) -> dict[str, object]:
+    """The fields of a record's ``cell`` that make its protocol (:data:`PROTOCOL`), flattened:
+    ``{"budget.epochs": 1, "task.train_split": "train[:2000]", ...}``."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        else:
+            flat[prefix] = value
+
+    for part in PROTOCOL:
+        walk(part, cell.get(part))
+    return flat
+
+
+def protocol_differences(cell_a: dict, cell_b: dict) -> list[str]:
+    """``["budget.epochs: 1 in A, 2 in B", ...]``: where the two cells' protocols differ."""
+    a, b = protocol(cell_a), protocol(cell_b)
+    return [f"{key}: {a.get(key)!r} in A, {b.get(key)!r} in B" for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)]  # fmt: skip
+
+
+def _cells(folder: Path) -> dict[str, dict]:
+    return {r["id"]: dict(r["cell"]) for r in records.read_records(folder, on_bad="skip") if "cell" in r}
+
+
+def check_protocols(pairs: pd.DataFrame, cells_a: dict, cells_b: dict, force: bool) -> pd.DataFrame:
+    """``pairs`` with a ``protocol`` column naming what differs; without ``force`` any difference is refused.
+
+    Raises:
+        BenchError: a pair of cells from different protocols, naming the first such cell and fields.
+    """
+    notes = [protocol_differences(cells_a.get(x, {}), cells_b.get(y, {}))
+             for x, y in zip(pairs.get("cell_id_a", []), pairs.get("cell_id_b", []), strict=True)]  # fmt: skip
+    differing = [(row, note) for row, note in zip(pairs.itertuples(), notes, strict=True) if note]
+    if differing and not force:
+        row, note = differing[0]
+        where = f"{row.method}/{row.task}@{row.target_sparsity:g}#{row.seed}"
+        raise BenchError(
+            f"{len(differing)} of {len(pairs)} cell pairs were run under different protocols, e.g. {where}: "
+            f"{'; '.join(note[:3])}; their difference would not measure the method. Compare folders of one "
+            "protocol, or pass --force to compare anyway (each such row then says what differs)"
+        )
+    return pairs.assign(protocol=["; ".join(n) for n in notes]) if len(pairs) else pairs.assign(protocol=[])
+
+
+def compare_folders(folder_a: Path, folder_b: Path, force: bool = False) -> str:
+    """Load, pair and render two results folders (see :func:`compare`), refusing pairs of different protocols
+    unless ``force`` (:func:`check_protocols`).
+
+    Raises:
+        BenchError: a folder without results, or pairs of different protocols without ``force``.
+    """
     from bench.significance import load_arrays
 
     a, b = load_folder(folder_a), load_folder(folder_b)
     pairs = compare(a, b, load_arrays(folder_a, a), load_arrays(folder_b, b))
+    pairs = check_protocols(pairs, _cells(folder_a), _cells(folder_b), force)
     keys = set(map(tuple, pairs[PAIR_KEY].to_numpy().tolist()))
     only_a = sum(tuple(k) not in keys for k in a[PAIR_KEY].to_numpy().tolist())
     only_b = sum(tuple(k) not in keys for k in b[PAIR_KEY].to_numpy().tolist())

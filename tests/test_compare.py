@@ -67,3 +67,29 @@ def test_compare_prints_the_paired_test_p_where_both_cells_saved_predictions(tmp
     assert cells["beta"][-1] == "", "no predictions in B: the p cell is blank"
     pairs = compare(collect(records.read_records(a)), collect(records.read_records(a)))
     assert pairs["p"].isna().all(), "no per-example arrays given: no p"
+
+
+def test_compare_refuses_cells_of_different_protocols_unless_forced(tmp_path, capsys):
+    import numpy as np
+
+    from bench.cli import main
+    from tests.test_significance_board import new_record, write
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    right = 100.0 * (np.arange(200) < 150)
+    small, large = new_record("alpha", 0.9, 0, right), new_record("alpha", 0.9, 0, right)
+    small["cell"]["task"] = {"name": "sst2", "train_split": "train[:200]"}
+    large["cell"]["task"] = {"name": "sst2", "train_split": "train[:2000]"}
+    write(a, small, right)
+    write(b, large, right)
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: 1 of 1 cell pairs were run under different protocols")
+    assert "alpha/sst2@0.9#0" in err and "task.train_split: 'train[:200]' in A, 'train[:2000]' in B" in err
+    assert "--force" in err and "Traceback" not in err
+    assert main(["compare", str(a), str(b), "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "Compared with --force across protocols" in out and "task.train_split" in out
+    write(b, small | {"id": small["id"]}, right)  # the same protocol: no refusal, no note
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "--force" not in capsys.readouterr().out
