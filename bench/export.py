@@ -30,6 +30,7 @@ from typing import Any
 
 from torch import nn
 
+from bench.cell_record import CellRecord
 from bench.compaction import CompactionReport, compact
 from bench.errors import BenchError
 from bench.prunable import prunable_weights
@@ -257,25 +258,25 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     records.require_results(results)
     check_target(to, results, overwrite)
     record = records.find_cell(records.read_records(results), cell_ref)
-    label = f"cell {record['id'][:12]} ({record['cell']['method']} @ {record['cell']['sparsity']})"
-    if record["status"] != records.FINISHED:
-        raise BenchError(f"{label} did not finish (status {record['status']}): nothing to export")
-    source = ResultsFolder(results).model(record["id"])
+    label = f"cell {record.id[:12]} ({record.cell['method']} @ {record.cell['sparsity']})"
+    if not record.finished:
+        raise BenchError(f"{label} did not finish (status {record.status}): nothing to export")
+    source = ResultsFolder(results).model(record.id)
     if not source.is_dir():
         raise BenchError(
-            f"{label} has no saved model at {source}: remove the cell with 'bench forget {record['id'][:12]} "
+            f"{label} has no saved model at {source}: remove the cell with 'bench forget {record.id[:12]} "
             f"--results {results}' (its record, queue row, study, masks and predictions), then run its matrix again "
             "with --save-models; or run the matrix with --save-models into a new --output"
         )
     from bench.cell import Cell
 
-    cell = Cell.from_dict(record["cell"])
+    cell = Cell.from_dict(record.cell)
     task = task_of(cell)
     model = task.build_model(str(source)).eval()
     tokenizer = load_tokenizer(str(source))
     if Path(to).is_dir() and any(Path(to).iterdir()):  # an earlier export (check_target): replace it whole
         shutil.rmtree(to)
-    info = {"cell": record["id"], "dense_bytes": dense_bytes(model), **write_export(model, to, tokenizer)}
+    info = {"cell": record.id, "dense_bytes": dense_bytes(model), **write_export(model, to, tokenizer)}
     info["file_ratio"] = info["sparse_bytes"] / info["dense_bytes"]
     if check:
         info["parity"] = parity(record, evaluate_export(to, cell, record, task))
@@ -283,7 +284,7 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     return info
 
 
-def evaluate_export(folder: Path, cell, record: dict[str, Any], task) -> dict[str, float]:
+def evaluate_export(folder: Path, cell, record: CellRecord, task) -> dict[str, float]:
     """The task's metrics of the export in ``folder`` (sparse file) on the cell's eval split, evaluated with the
     cell's final featurization and eval batch size."""
     from dataclasses import replace
@@ -294,7 +295,7 @@ def evaluate_export(folder: Path, cell, record: dict[str, Any], task) -> dict[st
     from bench.task import Featurization
     from bench.training import training_arguments
 
-    budget = replace(cell.budget, **record.get("final_budget", {}))
+    budget = replace(cell.budget, **(record.final_budget or {}))
     feats = Featurization(budget.max_length, budget.doc_stride)
     tokenizer = load_tokenizer(str(folder))
     eval_examples = task.eval_examples()
@@ -308,13 +309,13 @@ def evaluate_export(folder: Path, cell, record: dict[str, Any], task) -> dict[st
         return task.evaluate(trainer, eval_examples, tokenizer, feats)
 
 
-def parity(record: dict[str, Any], metrics: dict[str, float]) -> dict[str, Any]:
+def parity(record: CellRecord, metrics: dict[str, float]) -> dict[str, Any]:
     """Every numeric metric of ``record`` against the export's ``metrics``: passed when all differ by at most
     :data:`PARITY_TOLERANCE` (absolute, in the metric's units)."""
     rows = {
         name: {"record": value, "export": metrics.get(name), "diff": abs(metrics[name] - value) if name in metrics
                else None}
-        for name, value in record["metrics"].items()
+        for name, value in record.metrics.items()
         if isinstance(value, (int, float))
     }  # fmt: skip
     passed = all(row["diff"] is not None and row["diff"] <= PARITY_TOLERANCE for row in rows.values())

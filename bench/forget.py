@@ -132,7 +132,7 @@ def _label(results: Path, cell_id: str, row: Any) -> str:
     if cell is None:
         try:
             found = records.read_record(results, cell_id)
-            cell = found["cell"] if found else None
+            cell = found.cell if found else None
         except BenchError:
             return "unreadable record"
     if not cell:

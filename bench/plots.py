@@ -20,7 +20,7 @@ from bench.annotate import is_true
 from bench.errors import BenchError
 from bench.folder import ResultsFolder
 from bench.leaderboard import collect, summarize
-from bench.records import find_cell
+from bench.records import FINISHED, find_cell
 from bench.saved_masks import layer_sparsity, load_masks
 
 ROLE_LABELS = {"q": "Q", "k": "K", "v": "V", "o": "O", "ffn_in": "FFN in", "ffn_out": "FFN out"}
@@ -122,7 +122,7 @@ def default_heatmap_cells(records: list[dict]) -> list[dict]:
     """One finished cell per pruning method: its highest target sparsity, lowest seed."""
     chosen: dict[str, dict] = {}
     for rec in records:
-        if rec.get("status") != "finished" or rec["cell"]["sparsity"] == 0:
+        if rec.get("status") != FINISHED or rec["cell"]["sparsity"] == 0:
             continue
         key = (-rec["cell"]["sparsity"], rec["cell"]["seed"])
         method = rec["cell"]["method"]

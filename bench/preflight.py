@@ -42,6 +42,7 @@ from bench.hub import first_line, hub_hint, split_problem, with_hub_hint
 
 if TYPE_CHECKING:
     from bench.cell import Cell
+    from bench.cell_record import CellRecord
     from bench.matrix import Matrix
     from bench.task import Task
 
@@ -123,7 +124,7 @@ def writable_folder(path: Path, what: str) -> Path:
     return existing
 
 
-def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, dict[str, Any]]:
+def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, CellRecord]:
     """``{cell id: record}`` of the records already in the output folder, each read and compared with the matrix.
 
     Raises:
@@ -135,13 +136,13 @@ def check_records(matrix: Matrix, cells: list[Cell]) -> dict[str, dict[str, Any]
     models = {c.model for c in cells}
     found = {path: records.load_record_file(path) for path in records.record_files(matrix.output)}  # corrupt: first
     for path, record in found.items():
-        conflict = protocol_conflict(record["cell"], models, expected)
+        conflict = protocol_conflict(record.cell, models, expected)
         if conflict:
             raise BenchError(
                 f"output folder {matrix.output} holds records of another protocol: {path} {conflict}. "
                 f"{FOLDER_RULE}. Use a new --output for this matrix, or run it with the folder's settings"
             )
-    return {record["id"]: record for record in found.values()}
+    return {record.id: record for record in found.values()}
 
 
 def check_queued(matrix: Matrix, cells: list[Cell], queued: list[tuple[str, dict[str, Any]]]) -> None:
