@@ -26,6 +26,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     board.add_argument("--methods", help="comma list of methods to show (dense, the reference, always stays)")
     board.add_argument("--sparsity", help="comma list of target sparsities to show, e.g. 0.9,0.97")
     board.add_argument("--reference", action="store_true", help="add the papers' rows where model/task/sparsity match")
+    board.add_argument("--out", type=Path, help="also write the table, legend and cell details to this Markdown file "
+                       "(and a .csv beside it); without it nothing is written")  # fmt: skip
     board.set_defaults(func=cmd_leaderboard)
 
     plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
@@ -55,13 +57,15 @@ def folder_arg(value: str) -> Path:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """Without options: rewrite OUTPUT/leaderboard.md and .csv and print the table (as ``bench run`` does).
+    """Without options: print the table (as ``bench run`` shows it); ``--out FILE`` also writes it with its legend and
+    cell details, and a CSV beside it. A reading command never writes into the results folder unless told to.
     With ``--format``/filters/``--reference``: print the long board in that format."""
     from bench import leaderboard, records
 
     records.require_results(args.output)
     if not (args.format or args.task or args.methods or args.sparsity or args.reference):
-        print(leaderboard.write(args.output))
+        out = args.out / "leaderboard.md" if args.out is not None and args.out.is_dir() else args.out
+        print(leaderboard.write(args.output, out) if out is not None else leaderboard.markdown_table(args.output))
         return 0
     print(long_board_text(records.read_records(args.output, on_bad="warn"), args))
     return 0

@@ -278,9 +278,10 @@ def _params(params: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def write(output: Path) -> str:
-    """Collect ``output/cells``, test the marks on ``output/predictions``, write ``leaderboard.md`` (table, legend,
-    cell details) and ``leaderboard.csv`` (one row per finished cell); return the table's Markdown.
+def write(output: Path, to: Path | None = None) -> str:
+    """Collect ``output/cells``, test the marks on ``output/predictions``, write the Markdown file ``to`` (table,
+    legend, cell details; default ``output/leaderboard.md``, what ``bench run`` writes) and a ``.csv`` beside it (one
+    row per finished cell); return the table's Markdown.
 
     Raises:
         BenchError: a corrupt record or predictions file, naming it.
@@ -295,7 +296,20 @@ def write(output: Path) -> str:
     cells = details(cell_records)
     cell_table = tabulate(cells, headers="keys", tablefmt="github", showindex=False) if not cells.empty else ""
     text = f"{markdown}\n\n{legend(ranked, 'md')}\n\n## Cells\n\n{cell_table}\n"
-    folder = ResultsFolder(output)
-    folder.leaderboard_md.write_text(text)
-    df.to_csv(folder.leaderboard_csv, index=False)
+    md = Path(to) if to is not None else ResultsFolder(output).leaderboard_md
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)
+    df.to_csv(md.with_suffix(".csv"), index=False)
     return markdown
+
+
+def markdown_table(output: Path) -> str:
+    """The leaderboard table (Markdown) of ``output``, as :func:`write` renders it, writing nothing.
+
+    Raises:
+        BenchError: a corrupt record or predictions file, naming it.
+    """
+    from bench.significance import load_arrays
+
+    df = collect(records.read_records(output))
+    return render(table(df, load_arrays(output, df)))

@@ -91,7 +91,8 @@ BASE = ("--methods", "dense,magnitude", "--tasks", "sst2", "--sparsities", "0.5"
     ("args", "words"),
     [
         (("--methods", "magnitud", "--tasks", "sst2"), ["unknown method 'magnitud'", "did you mean 'magnitude'"]),
-        (("--methods", "dense", "--tasks", "sst"), ["unknown task 'sst'", "did you mean 'sst2'", "cola, mnli, mrpc, qnli, rte, squad, sst2, stsb, wnli"]),
+        (("--methods", "dense", "--tasks", "sst"),
+         ["unknown task 'sst'", "did you mean 'sst2'", "cola, mnli, mrpc, qnli, rte, squad, sst2, stsb, wnli"]),
         (("--methods", "dense,movment", "--tasks", "mnli"), ["did you mean 'movement'", "valid methods: abp"]),
     ],
 )

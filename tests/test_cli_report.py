@@ -28,6 +28,12 @@ def test_leaderboard_formats_and_filters(folder, capsys):
     assert capsys.readouterr().out.startswith("| task   | sparsity   | method"), "an explicit format: the long board"
     assert main(["leaderboard", str(folder)]) == 0
     assert capsys.readouterr().out.startswith("| method "), "no option: the leaderboard.md table"
+    assert not (folder / "leaderboard.md").exists(), "a reading command writes nothing into the results folder"
+    assert main(["leaderboard", str(folder), "--out", str(folder.parent / "lb")]) == 0
+    printed = capsys.readouterr().out
+    written = (folder.parent / "lb").read_text()
+    assert written.startswith(printed.strip()) and "## Cells" in written
+    assert (folder.parent / "lb.csv").read_text().startswith("cell_id,model,method,")
     assert main(["leaderboard", str(folder), "--format", "latex"]) == 0
     out = capsys.readouterr().out
     assert "71.00 [58.3, 83.7]" in out and "\\textbf" not in out, "old records, no predictions: nothing is bold"
@@ -64,10 +70,10 @@ def test_plot_report_and_compare_commands(folder, tmp_path, capsys):
 def test_a_full_disk_is_one_clear_line_and_exit_1(folder, monkeypatch, capsys):
     import errno
 
-    def full(output):
+    def full(output, to):
         raise OSError(errno.ENOSPC, "No space left on device", str(output / "leaderboard.md"))
 
     monkeypatch.setattr("bench.leaderboard.write", full)
-    assert main(["leaderboard", str(folder)]) == 1
+    assert main(["leaderboard", str(folder), "--out", str(folder / "leaderboard.md")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"bench: error: disk full ({folder / 'leaderboard.md'})") and "rerun" in err
