@@ -64,7 +64,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
     records.require_results(args.output)
     if not (args.format or args.task or args.methods or args.sparsity or args.reference):
-        out = args.out / "leaderboard.md" if args.out is not None and args.out.is_dir() else args.out
+        from bench.folder import ResultsFolder
+
+        out = ResultsFolder(args.out).leaderboard_md if args.out is not None and args.out.is_dir() else args.out
         print(leaderboard.write(args.output, out) if out is not None else leaderboard.markdown_table(args.output))
         return 0
     print(long_board_text(records.read_records(args.output, on_bad="warn"), args))
