@@ -174,7 +174,12 @@ def write_plots(
     if cells:
         chosen = [find_cell(records, prefix) for prefix in cells]
     else:
-        chosen = [r for r in default_heatmap_cells(records) if ResultsFolder(output).masks(r["id"]).exists()]
+        candidates = default_heatmap_cells(records)
+        chosen = [r for r in candidates if ResultsFolder(output).masks(r["id"]).exists()]
+        if len(chosen) < len(candidates):
+            missing = ", ".join(r["cell"]["method"] for r in candidates if r not in chosen)
+            log(f"warning: {len(candidates) - len(chosen)} heatmap(s) skipped ({missing}): no mask files in "
+                f"{ResultsFolder(output).masks('x').parent}; earlier heatmap files are kept")
     for rec in chosen:
         path = ResultsFolder(output).masks(rec["id"])
         if not path.exists():

@@ -51,6 +51,7 @@ def build_report(output: Path) -> Path:
             print(f"bench: {line}", file=sys.stderr)
 
     plots = write_plots(output, recs, log=warn) if finished else []
+    plots += kept_heatmaps(output, plots)
     cd = [p for p in plots if p.name == CD_FILE]
     sections = [
         f"<h1>prune-bench report: {html.escape(output.name)}</h1>",
@@ -67,6 +68,13 @@ def build_report(output: Path) -> Path:
     path = ResultsFolder(output).report_html
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def kept_heatmaps(output: Path, written: list[Path]) -> list[Path]:
+    """Heatmap images already in ``OUTPUT/plots`` that this run did not redraw (their cells' mask files are not
+    here, e.g. not committed): the report keeps showing them rather than dropping them."""
+    folder = ResultsFolder(output).plots
+    return sorted(p for p in folder.glob("heatmap-*.png") if p not in written) if folder.is_dir() else []
 
 
 def skipped_html(skipped: list[tuple[Path, str]]) -> str:

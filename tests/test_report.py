@@ -73,3 +73,16 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         assert image.size == (1280, 1600)
         spread = ImageStat.Stat(image.convert("L")).stddev[0]
     assert spread > 20, "the page rendered content, not a blank screen"
+
+
+def test_a_report_without_mask_files_keeps_the_heatmaps_and_says_so(report, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(report.parent, copy)
+    shutil.rmtree(copy / "masks")  # e.g. a committed results folder: masks are not committed
+    page = build_report(copy).read_text()
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert sum(i.startswith("heatmap-movement") for i in images) == 1, "the earlier heatmap stays in the report"
+    err = capsys.readouterr().err
+    assert "heatmap(s) skipped" in err and "no mask files" in err
