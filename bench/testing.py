@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bench.testing_support import ConformanceError, _require, quiet, tiny_bert_config
+from bench.testing_support import ConformanceError, _require, quiet, require_plugin_metadata, tiny_bert_config
 
 __all__ = ["ConformanceError", "check_method", "check_task", "tiny_bert_config"]
 
@@ -97,11 +97,7 @@ def _run_method_checks(check: _Checker, cls: Any, sparsity: float, steps: int) -
 def _method_metadata(cls: Any) -> None:
     from bench.method import PruningMethod
 
-    _require(isinstance(cls, type) and issubclass(cls, PruningMethod), "must subclass bench.PruningMethod")
-    _require(isinstance(getattr(cls, "name", None), str) and cls.name.strip() != "", "needs a name")
-    description = getattr(cls, "description", None)
-    _require(isinstance(description, str) and description.strip() and "\n" not in description,
-             "needs a one-line description (bench ls shows it)")  # fmt: skip
+    require_plugin_metadata(cls, PruningMethod, "bench.PruningMethod")
     _require(bool((cls.__doc__ or "").strip()), "needs a docstring (the paper, its equations and departures)")
     _require(isinstance(cls.defaults, Mapping), "defaults must be a mapping of hyperparameters")
     _require(all(isinstance(getattr(cls, flag), bool) for flag in ("trains_weights", "prunes")),

@@ -48,3 +48,12 @@ def quiet() -> Iterator[None]:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
+
+
+def require_plugin_metadata(cls: Any, base: type, base_name: str) -> None:
+    """What every plugin class needs: to subclass ``base``, a name, and a one-line description (bench ls shows it)."""
+    _require(isinstance(cls, type) and issubclass(cls, base), f"must subclass {base_name}")
+    _require(isinstance(getattr(cls, "name", None), str) and cls.name.strip() != "", "needs a name")
+    description = getattr(cls, "description", None)
+    _require(isinstance(description, str) and description.strip() and "\n" not in description,
+             "needs a one-line description (bench ls shows it)")  # fmt: skip

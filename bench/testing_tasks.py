@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.testing_support import _require, quiet, tiny_bert_config
+from bench.testing_support import _require, quiet, require_plugin_metadata, tiny_bert_config
 
 WORDS = ("the a cat dog sat ran on in mat park film was good bad very not it who what where did").split()
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -38,11 +38,7 @@ def _task_metadata(cls: Any) -> Any:
     from bench.errors import BenchError
     from bench.task import HEADS, Task
 
-    _require(isinstance(cls, type) and issubclass(cls, Task), "must subclass bench.Task")
-    _require(isinstance(getattr(cls, "name", None), str) and cls.name.strip() != "", "needs a name")
-    description = getattr(cls, "description", None)
-    _require(isinstance(description, str) and description.strip() and "\n" not in description,
-             "needs a one-line description (bench ls shows it)")  # fmt: skip
+    require_plugin_metadata(cls, Task, "bench.Task")
     _require(getattr(cls, "head", None) in HEADS, f"head must be one of {HEADS}, got {getattr(cls, 'head', None)!r}")
     metrics = getattr(cls, "metrics", ())
     _require(isinstance(metrics, tuple) and len(metrics) > 0 and all(isinstance(m, str) for m in metrics),

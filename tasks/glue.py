@@ -30,7 +30,7 @@ def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
         ValueError: ``logits`` is not 2-D, the lengths differ, there are no examples, or a label is negative
             (GLUE test splits carry label -1, i.e. no gold labels).
     """
-    from sklearn.metrics import accuracy_score
+    from bench.metrics import METRICS
 
     logits, labels = np.asarray(logits), np.asarray(labels)
     if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels):
@@ -39,7 +39,7 @@ def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
         raise ValueError("no examples to score")
     if (labels < 0).any():
         raise ValueError("negative label ids: the split has no gold labels (a GLUE test split?)")
-    return {"accuracy": 100.0 * float(accuracy_score(labels, logits.argmax(axis=-1)))}
+    return {"accuracy": METRICS["accuracy"].score(logits.argmax(axis=-1), labels)}
 
 
 def _tokenize(
