@@ -11,22 +11,22 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 if TYPE_CHECKING:
-    from bench.masking import Mask, StraightThroughMask
-    from bench.method import PruningMethod
-    from bench.prunable import PrunableWeight
-    from bench.task import Evaluation, Featurization, Task
+    from bench.core.masking import Mask, StraightThroughMask
+    from bench.core.method import PruningMethod
+    from bench.core.prunable import PrunableWeight
+    from bench.core.task import Evaluation, Featurization, Task
 
 _LAZY = {
-    "PruningMethod": "bench.method",
-    "Task": "bench.task",
-    "Evaluation": "bench.task",
-    "Featurization": "bench.task",
-    "Mask": "bench.masking",
-    "StraightThroughMask": "bench.masking",
-    "PrunableWeight": "bench.prunable",
+    "PruningMethod": "bench.core.method",
+    "Task": "bench.core.task",
+    "Evaluation": "bench.core.task",
+    "Featurization": "bench.core.task",
+    "Mask": "bench.core.masking",
+    "StraightThroughMask": "bench.core.masking",
+    "PrunableWeight": "bench.core.prunable",
 }
 __all__ = [
     "BenchError",

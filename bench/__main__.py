@@ -1,5 +1,5 @@
 """``python -m bench``: the same as the ``bench`` command."""
 
-from bench.cli import main
+from bench.cli.app import main
 
 raise SystemExit(main())

@@ -100,7 +100,7 @@ def measured_seconds_per_step(out: Path) -> float | None:
 
 
 def all_records(out: Path) -> list[dict]:
-    from bench import records
+    from bench.results import records
 
     found = []
     for folder in sorted(out.glob("steps-*")):
@@ -110,7 +110,7 @@ def all_records(out: Path) -> list[dict]:
 
 
 def frame(out: Path) -> pd.DataFrame:
-    from bench import verdicts
+    from bench.results import verdicts
 
     rows = []
     for rec in all_records(out):
@@ -126,7 +126,7 @@ def frame(out: Path) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    from bench.stats import t_interval
+    from bench.results.stats import t_interval
 
     rows = []
     for (method, steps), group in df.groupby(["method", "steps"]):

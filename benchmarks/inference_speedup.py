@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.runner import Matrix, run_matrix
+from bench.run.runner import Matrix, run_matrix
 
 SPARSITIES = [0.5, 0.9, 0.97, 0.99]
 METHODS = ["movement", "soft_movement"]
@@ -72,8 +72,8 @@ def bert_base_file_ratios(sparsities: list[float]) -> list[str]:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from bench.export import size_report
-    from bench.prunable import prunable_weights
+    from bench.core.prunable import prunable_weights
+    from bench.deploy.export import size_report
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()

@@ -16,9 +16,9 @@ import time
 import torch
 from transformers import DataCollatorWithPadding
 
-from bench import registry
-from bench.presets import QUICK_MODEL
-from bench.task import Featurization
+from bench.config.presets import QUICK_MODEL
+from bench.core import registry
+from bench.core.task import Featurization
 
 
 def make_runner(name: str, model_id: str, sparsity: float):
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--model", default=QUICK_MODEL)
     args = parser.parse_args()
 
-    from bench.resolve import load_tokenizer
+    from bench.config.resolve import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     task = registry.tasks.get("mnli")(train_split=f"train[:{32 * (args.steps + 2)}]")

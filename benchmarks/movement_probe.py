@@ -53,9 +53,8 @@ def lowest(values: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.methods.movement import Movement
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from methods.movement import Movement
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=120, help="warm-up steps before the ramp")

@@ -1,7 +1,7 @@
 """Why movement pruning collapses on SST-2 with MiniLM, and at what budget it stops (issue 13's study).
 
-One self-contained training loop with the project's own method plugins (``methods.movement``,
-``methods.magnitude``), the optimizer layout of the authors' code and of ``tests/test_movement_reference.py``
+One self-contained training loop with the project's own method plugins (``bench.methods.movement``,
+``bench.methods.magnitude``), the optimizer layout of the authors' code and of ``tests/test_movement_reference.py``
 (AdamW; weights and scores in separate groups; one linear learning-rate schedule with warm-up over both; one global
 gradient clip at 1 over weights and scores together; the mask recomputed after every optimizer step on the cubic
 schedule). It logs what the Trainer path does not: the loss, the gradient norm before clipping (all parameters, and
@@ -234,8 +234,8 @@ def pretrain(args: argparse.Namespace) -> int:
 def _method(args: argparse.Namespace):
     if args.method == "dense":
         return None
-    from methods.magnitude import Magnitude
-    from methods.movement import Movement
+    from bench.methods.magnitude import Magnitude
+    from bench.methods.movement import Movement
 
     cls = {"movement": Movement, "magnitude": Magnitude}[args.method]
     hparams = {"warmup_frac": args.warmup_frac, "cooldown_frac": args.cooldown_frac}
@@ -251,7 +251,7 @@ def _masks(method) -> torch.Tensor | None:
 def finetune(args: argparse.Namespace) -> int:
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
-    from bench.sparsity import measure_sparsity
+    from bench.core.sparsity import measure_sparsity
 
     device = _device()
     torch.manual_seed(args.seed)

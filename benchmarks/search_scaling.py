@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy as sa
 
-from bench.queue import CellQueue
+from bench.run.queue import CellQueue
 
 MATRIX = """
 methods: [magnitude, movement]
@@ -60,7 +60,7 @@ def run(workers: int, server: str, model: str, root: Path, trials: int) -> tuple
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     def start(*args: str) -> subprocess.Popen:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], env=env, **quiet)
+        return subprocess.Popen([sys.executable, "-m", "bench.cli.app", *args], env=env, **quiet)
 
     started = time.perf_counter()
     first = start("run", "--config", str(config), "--output", str(root / f"w{workers}-0"))

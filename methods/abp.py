@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from bench.masking import Mask
-from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
+from bench.core.masking import Mask
+from bench.core.method import PruningMethod
+from bench.core.prunable import PrunableWeight
 
 if TYPE_CHECKING:
     import optuna
 
 if TYPE_CHECKING:
-    from bench.task import Task
+    from bench.core.task import Task
 
 TOLERANCE = 0.005  # the benchmark's sparsity tolerance (0.5 pp); a larger overshoot is projected
 
@@ -46,7 +46,7 @@ class LogitMask(Mask):
     The gradient of θ never stays in ``θ.grad``: a post-accumulate hook adds it to the ``grad_sum`` buffer and
     clears ``θ.grad``, so the optimizer, gradient clipping and ``model.zero_grad()`` (which the Trainer calls
     *before* the step-end callback) never touch it; :meth:`AdaptingByPruning.step` consumes ``grad_sum``.
-    The bool ``mask`` buffer holds 1[θ > 0] (what :func:`bench.masking.bake` applies).
+    The bool ``mask`` buffer holds 1[θ > 0] (what :func:`bench.core.masking.bake` applies).
     """
 
     def __init__(

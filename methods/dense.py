@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bench.method import PruningMethod
+from bench.core.method import PruningMethod
 
 
 class Dense(PruningMethod):

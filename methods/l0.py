@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from bench.masking import Mask
-from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
+from bench.core.masking import Mask
+from bench.core.method import PruningMethod
+from bench.core.prunable import PrunableWeight
 
 if TYPE_CHECKING:
     import optuna
@@ -51,7 +51,7 @@ class HardConcreteMask(Mask):
     """``W ↦ W ⊙ z``: a sampled hard-concrete gate in training mode, the deterministic gate in eval mode.
 
     ``scores`` holds log α per weight. The ``mask`` buffer (hard 0/1) is only written by the final projection;
-    :func:`bench.masking.bake` uses it.
+    :func:`bench.core.masking.bake` uses it.
     """
 
     def __init__(self, weight: Tensor, init: float, beta: float = BETA):

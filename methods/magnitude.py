@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from bench.method import PruningMethod
-from bench.schedule import CubicScheduleHparams
+from bench.core.method import PruningMethod
+from bench.core.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna

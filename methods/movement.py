@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from bench.masking import Mask, StraightThroughMask
-from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
-from bench.schedule import CubicScheduleHparams
+from bench.core.masking import Mask, StraightThroughMask
+from bench.core.method import PruningMethod
+from bench.core.prunable import PrunableWeight
+from bench.core.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna

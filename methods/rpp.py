@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from bench.errors import BenchError
-from bench.masking import topk_mask
-from bench.method import PruningMethod
+from bench.core.errors import BenchError
+from bench.core.masking import topk_mask
+from bench.core.method import PruningMethod
 
 if TYPE_CHECKING:
     import optuna
@@ -85,7 +85,7 @@ class RPP(PruningMethod):
     last step, whose next rate is 0). When no previous rate is known it uses the rate passed in; when neither
     is known (``lr=None``) it skips the proximal step and warns once.
 
-    Masks are plain :class:`~bench.masking.Mask` parametrizations, all ones during training, so the forward is
+    Masks are plain :class:`~bench.core.masking.Mask` parametrizations, all ones during training, so the forward is
     that of the weights themselves, with the exact zeros the proximal steps produce. :meth:`set_final_masks`
     keeps the ``1 − sparsity`` largest |w| of every matrix (local, as the magnitude baseline) and reports the
     fraction of exact zeros the proximal steps had produced in the prunable set, ``sparsity_before_projection``.

@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from bench.errors import BenchError
-from bench.masking import Mask, StraightThroughMask, topk_mask
-from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
-from bench.schedule import CubicScheduleHparams, PruningSchedule
+from bench.core.errors import BenchError
+from bench.core.masking import Mask, StraightThroughMask, topk_mask
+from bench.core.method import PruningMethod
+from bench.core.prunable import PrunableWeight
+from bench.core.schedule import CubicScheduleHparams, PruningSchedule
 
 if TYPE_CHECKING:
     import optuna
 
 if TYPE_CHECKING:
-    from bench.task import Task
+    from bench.core.task import Task
 
 VARIANTS = ("L", "S")
 
@@ -33,7 +33,7 @@ class SMP(PruningMethod):
       * masked forward W' = W ⊙ M with M = Top_v(S) and a straight-through gradient, so that
         ∂L/∂S = W ⊙ ∂L/∂W' and S accumulates −W·∂L/∂W' ("the mask stays in the gradient", the first-order
         movement signal of Sanh et al. 2020 eq. 3-4 without any weight update):
-        :class:`bench.masking.StraightThroughMask`, whose hard ``mask`` buffer :meth:`step` recomputes;
+        :class:`bench.core.masking.StraightThroughMask`, whose hard ``mask`` buffer :meth:`step` recomputes;
       * SMP-L (``variant="L"``): local top-v per weight matrix;
       * SMP-S (``variant="S"``, default, the paper's proposed masking function and the setting of its released
         checkpoints): per-layer budgets v^l = R(S^l)·L / Σ_l' R(S^l') · v with R(S^l) the mean of σ(S^l/p)

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from bench.masking import StraightThroughMask, keep_top, min_kept
-from bench.method import PruningMethod
-from bench.prunable import PrunableWeight
-from bench.schedule import CubicScheduleHparams
+from bench.core.masking import StraightThroughMask, keep_top, min_kept
+from bench.core.method import PruningMethod
+from bench.core.prunable import PrunableWeight
+from bench.core.schedule import CubicScheduleHparams
 
 if TYPE_CHECKING:
     import optuna
@@ -63,7 +63,7 @@ class SoftMovement(PruningMethod):
     1× and 2× the lr warm-up (here 0.1 and 0.2 of the run). The weights are fine-tuned with the task's lr.
 
     ``min_ramp_steps`` = 39,000: the threshold ramp of the authors' SQuAD run (the same schedule as movement's, see
-    :class:`methods.movement.Movement`). Measured here (results/readme-budget): at ramps of 210 to 1,680 steps the
+    :class:`bench.methods.movement.Movement`). Measured here (results/readme-budget): at ramps of 210 to 1,680 steps the
     penalty prunes well under the target on its own and the final projection does most of the pruning.
 
     Departures:

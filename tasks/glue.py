@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.task import Evaluation, Featurization, Task
+from bench.core.errors import BenchError
+from bench.core.task import Evaluation, Featurization, Task
 
 if TYPE_CHECKING:
     import datasets
@@ -30,7 +30,7 @@ def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
         ValueError: ``logits`` is not 2-D, the lengths differ, there are no examples, or a label is negative
             (GLUE test splits carry label -1, i.e. no gold labels).
     """
-    from bench.metrics import METRICS
+    from bench.core.metrics import METRICS
 
     logits, labels = np.asarray(logits), np.asarray(labels)
     if logits.ndim != 2 or labels.ndim != 1 or len(logits) != len(labels):

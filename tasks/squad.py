@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.task import Evaluation, Featurization, Task
+from bench.core.errors import BenchError
+from bench.core.task import Evaluation, Featurization, Task
 
 if TYPE_CHECKING:
     import datasets

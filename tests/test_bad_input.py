@@ -1,6 +1,6 @@
 """Bad input: a clear message, exit code 2, and nothing written (no output folder, no bench.db, no mlflow.db).
 
-Each case goes through ``bench.cli.main`` where it can. Model and head cases use tiny models saved to a temporary
+Each case goes through ``bench.cli.app.main`` where it can. Model and head cases use tiny models saved to a temporary
 folder (no Hub needed); the split, disk and protocol cases that reach the data checks need the GLUE mirror.
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import preflight, records
-from bench.cli import main
-from bench.errors import BenchError
-from bench.folder import ResultsFolder
-from bench.matrix import Matrix, expand
+from bench.cli.app import main
+from bench.config.matrix import Matrix, expand
+from bench.core.errors import BenchError
+from bench.results import records
+from bench.results.folder import ResultsFolder
+from bench.run import preflight
 from tests.conftest import tiny_config
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "good", "bad", "movie"]
@@ -212,7 +213,7 @@ def test_classifier_checkpoint_with_another_label_count_is_refused(capsys, tmp_p
 def test_head_the_architecture_lacks_is_refused(capsys, tmp_path, monkeypatch):
     from transformers import BertGenerationConfig
 
-    from bench import prunable
+    from bench.core import prunable
 
     monkeypatch.setitem(prunable.ARCHITECTURES, "bert-generation", prunable.ARCHITECTURES["bert"])
     folder = tmp_path / "bert-generation"
@@ -250,7 +251,7 @@ def test_missing_split_or_slice_larger_than_the_split(capsys, tmp_path, tiny_enc
 
 @needs_glue
 def test_slice_message_names_both_numbers(tmp_path, tiny_encoder):
-    from tasks.glue import SST2
+    from bench.tasks.glue import SST2
 
     sizes = SST2().split_sizes()
     matrix = Matrix(methods=["dense"], tasks=["sst2"], sparsities=[0.5], model=tiny_encoder, output=tmp_path / "o",
@@ -339,7 +340,7 @@ def test_max_length_longer_than_the_model_takes_is_refused(tmp_path, tiny_encode
 
 def test_numbers_in_exponent_form_are_numbers(tmp_path):
     """Plain PyYAML reads ``1e-2`` as a string; the config loader reads it as YAML 1.2 does."""
-    from bench.config import load_config
+    from bench.config.fields import load_config
 
     config = tmp_path / "matrix.yaml"
     config.write_text(GOOD + "method_hparams: {movement: {mask_lr: 1e-2}}\nbudget: {learning_rate: 3E-5}\n")
@@ -348,7 +349,7 @@ def test_numbers_in_exponent_form_are_numbers(tmp_path):
 
 
 def test_method_hyperparameter_types_follow_the_defaults():
-    from bench import registry
+    from bench.core import registry
 
     movement, rpp, smp = (registry.methods.get(n) for n in ("movement", "rpp", "smp"))
     assert movement(0.5, mask_lr=1).hparams["mask_lr"] == 1, "an int is fine where a float is the default"
@@ -501,7 +502,7 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 @needs_glue
 def test_full_disk_is_refused_before_training(capsys, tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
-    monkeypatch.setattr("bench.runner.train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("bench.run.runner.train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
     code, err, out = bench(capsys, tmp_path, *BASE, "--model", tiny_encoder, "--save-models",
                            "--train-split", "train[:16]", "--eval-split", "validation[:8]")  # fmt: skip
     assert_refused(code, err, "not enough free disk space", "1 MiB free", "MiB for records and databases",

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import records
-from bench.cell_record import FIELDS, FINISHED, STATUSES, CellRecord
-from bench.folder import ResultsFolder
-from bench.queue import TERMINAL, CellQueue
+from bench.results import records
+from bench.results.cell_record import FIELDS, FINISHED, STATUSES, CellRecord
+from bench.results.folder import ResultsFolder
+from bench.run.queue import TERMINAL, CellQueue
 
 RESULTS = Path(__file__).parent.parent / "results"
 COMMITTED = sorted(p for p in RESULTS.rglob("*.json") if p.parent.name == "cells")
@@ -98,7 +98,7 @@ def test_the_queue_s_done_states_are_the_record_statuses_and_old_queues_are_rena
 
 
 def test_the_committed_regression_baseline_and_paper_references_still_load():
-    from bench import reference, regress
+    from bench.results import reference, regress
 
     baseline = regress.load_baseline(RESULTS / "baselines" / "regression.json")
     assert baseline is not None and baseline["cells"] and baseline["tolerances"]

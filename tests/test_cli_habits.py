@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import bench
-from bench.cli import build_parser
+from bench.cli.app import build_parser
 
 
 def test_version():
@@ -16,14 +16,14 @@ def test_version():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from bench.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from bench.cli.app import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
 def test_the_public_api_loads_on_first_use():
-    from bench.method import PruningMethod
+    from bench.core.method import PruningMethod
 
     assert bench.PruningMethod is PruningMethod
     public = {"PruningMethod", "Task", "Mask", "StraightThroughMask", "PrunableWeight", "BenchError"}

@@ -1,12 +1,12 @@
-"""The reading commands end to end through ``bench.cli.main``: leaderboard formats, filters, reference rows,
+"""The reading commands end to end through ``bench.cli.app.main``: leaderboard formats, filters, reference rows,
 plot, report and compare on a folder of synthetic records."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import records
-from bench.cli import main
+from bench.cli.app import main
+from bench.results import records
 from tests.test_leaderboard import RECORDS
 
 
@@ -75,7 +75,7 @@ def test_a_full_disk_is_one_clear_line_and_exit_1(folder, monkeypatch, capsys):
     def full(output, to):
         raise OSError(errno.ENOSPC, "No space left on device", str(output / "leaderboard.md"))
 
-    monkeypatch.setattr("bench.leaderboard.write", full)
+    monkeypatch.setattr("bench.results.leaderboard.write", full)
     assert main(["leaderboard", str(folder), "--out", str(folder / "leaderboard.md")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"bench: error: disk full ({folder / 'leaderboard.md'})") and "rerun" in err

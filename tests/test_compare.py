@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import records
-from bench.compare import P_NOTE, compare, compare_folders
-from bench.errors import BenchError
-from bench.leaderboard import collect
+from bench.core.errors import BenchError
+from bench.results import records
+from bench.results.compare import P_NOTE, compare, compare_folders
+from bench.results.leaderboard import collect
 from tests.test_leaderboard import RECORDS, record
 
 
@@ -72,7 +72,7 @@ def test_compare_prints_the_paired_test_p_where_both_cells_saved_predictions(tmp
 def test_compare_refuses_cells_of_different_protocols_unless_forced(tmp_path, capsys):
     import numpy as np
 
-    from bench.cli import main
+    from bench.cli.app import main
     from tests.test_significance_board import new_record, write
 
     a, b = tmp_path / "a", tmp_path / "b"

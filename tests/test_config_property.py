@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bench import registry
-from bench.cell import Budget, Cell
-from bench.cli import build_parser, matrix_fields
-from bench.config import BUDGET_RULES, KEYS, is_number
-from bench.errors import BenchError
-from bench.matrix import Matrix, expand
+from bench.cli.app import build_parser, matrix_fields
+from bench.config.cell import Budget, Cell
+from bench.config.fields import BUDGET_RULES, KEYS, is_number
+from bench.config.matrix import Matrix, expand
+from bench.core import registry
+from bench.core.errors import BenchError
 
 METHODS = registry.methods.names()
 TASKS = registry.tasks.names()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import registry
+from bench.core import registry
 from bench.testing import check_method, check_task
 
 

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from bench import registry
-from bench.cell import Budget, Cell
-from bench.errors import BenchError
-from bench.masking import StraightThroughMask, topk_mask
-from bench.prunable import ROLES, prunable_weights
-from bench.schedule import cubic_schedule
+from bench.config.cell import Budget, Cell
+from bench.core import registry
+from bench.core.errors import BenchError
+from bench.core.masking import StraightThroughMask, topk_mask
+from bench.core.prunable import ROLES, prunable_weights
+from bench.core.schedule import cubic_schedule
 
 
 def test_cubic_schedule_holds_warmup_and_cooldown_and_is_cubic():
@@ -93,7 +93,7 @@ CELL = Cell("m", "movement", {"name": "mnli"}, 0.9, 0, Budget(), {"mask_lr": 0.0
 
 def test_cell_id_is_stable_across_processes():
     code = (
-        "from bench.cell import Budget, Cell;"
+        "from bench.config.cell import Budget, Cell;"
         "print(Cell('m', 'movement', {'name': 'mnli'}, 0.9, 0, Budget(), {'mask_lr': 0.01}, None, {'torch': 'x'}).id)"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -123,7 +123,7 @@ def test_prunable_table_covers_other_architectures(kind):
 
 
 def test_dense_mask_cache_follows_every_write():
-    from bench.masking import Mask
+    from bench.core.masking import Mask
 
     mask = Mask(torch.ones(3, 4))
     weight = torch.full((3, 4), 2.0)
@@ -136,7 +136,7 @@ def test_dense_mask_cache_follows_every_write():
 
 
 def test_equal_budgets_from_flags_and_config_give_equal_cell_ids(tmp_path):
-    from bench.runner import Matrix, expand
+    from bench.run.runner import Matrix, expand
 
     def cell(budget):
         matrix = Matrix(methods=["magnitude"], tasks=["sst2"], sparsities=[0.5], output=tmp_path, budget=budget)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from bench.execute import FINAL, Run, train_and_evaluate
-from bench.prunable import prunable_weights
-from bench.runner import expand
+from bench.core.prunable import prunable_weights
+from bench.run.execute import FINAL, Run, train_and_evaluate
+from bench.run.runner import expand
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
 

@@ -10,7 +10,7 @@ def test_distillation_loss_matches_hand_formula():
     import torch.nn.functional as F
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    from bench.distillation import Distillation, distillation_loss
+    from bench.run.distillation import Distillation, distillation_loss
 
     student, teacher = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[0.0, 2.0, 0.0]])
     ce = torch.tensor(0.7)
@@ -25,7 +25,7 @@ def test_distillation_loss_for_qa_averages_start_and_end_terms():
     import torch
     from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-    from bench.distillation import Distillation, distillation_loss, kl_term
+    from bench.run.distillation import Distillation, distillation_loss, kl_term
 
     torch.manual_seed(0)
     s_start, s_end, t_start, t_end = (torch.randn(2, 7) for _ in range(4))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import PREFER_ENV
+from bench.core.registry import PREFER_ENV
 from tests.test_plugin_registry import fake_distribution
 
 EXAMPLE = Path(__file__).resolve().parent / "example_plugin"
@@ -59,7 +59,7 @@ def test_the_installed_conformance_suites_pass_on_it(installed, tmp_path):
     code = """if True:
         from transformers import ElectraConfig, ElectraForQuestionAnswering
 
-        from bench.prunable import prunable_weights
+        from bench.core.prunable import prunable_weights
         from bench.testing import check_method, check_task
 
         print(len(check_method("random")), len(check_task("boolq")))
@@ -78,7 +78,7 @@ def test_its_version_enters_its_cells_ids(installed, tmp_path):
     ElectraConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2).save_pretrained(tmp_path)
     code = """if True:
         import json, sys
-        from bench.matrix import Matrix, expand
+        from bench.config.matrix import Matrix, expand
 
         cells = expand(Matrix(methods=["random", "magnitude"], tasks=["boolq", "sst2"], sparsities=[0.5]))
         cells += expand(Matrix(methods=["magnitude"], tasks=["sst2"], sparsities=[0.5], model=sys.argv[1]))

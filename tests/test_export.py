@@ -12,14 +12,14 @@ from transformers import (
     BertForSequenceClassification,
 )
 
-from bench import registry
-from bench.cli import main
-from bench.compaction import compact
-from bench.errors import BenchError
-from bench.export import SPARSE_FILE, export_cell, load_export, size_report, write_export
-from bench.prunable import prunable_weights
-from bench.runner import run_matrix
-from bench.sparse_store import encoded_bytes, load_sparse, save_sparse
+from bench.cli.app import main
+from bench.core import registry
+from bench.core.errors import BenchError
+from bench.core.prunable import prunable_weights
+from bench.deploy.compaction import compact
+from bench.deploy.export import SPARSE_FILE, export_cell, load_export, size_report, write_export
+from bench.deploy.sparse_store import encoded_bytes, load_sparse, save_sparse
+from bench.run.runner import run_matrix
 from tests.conftest import tiny_config
 from tests.test_runner import tiny_matrix
 
@@ -210,7 +210,7 @@ def test_bench_export_cli_prints_structure_sizes_and_parity(every_method_results
 def test_parity_mismatch_exits_1(every_method_results, tmp_path, monkeypatch, capsys):
     output, records = every_method_results
     rec = records[0]
-    import bench.export as export
+    import bench.deploy.export as export
 
     monkeypatch.setattr(export, "evaluate_export", lambda *a: {k: v + 1 for k, v in rec["metrics"].items()})
     assert main(["export", rec["id"], "--to", str(tmp_path / "y"), "--results", str(output)]) == 1
@@ -244,8 +244,8 @@ def test_export_needs_a_saved_model_and_a_known_cell(tmp_path, tiny_model_dir):
 
 
 def test_measure_speed_is_a_flag_and_a_checked_config_key(tmp_path):
-    from bench.cli import build_parser, matrix_fields
-    from bench.config import load_config
+    from bench.cli.app import build_parser, matrix_fields
+    from bench.config.fields import load_config
 
     argv = ["run", "--methods", "dense", "--tasks", "sst2", "--sparsities", "0.5"]
     assert matrix_fields(build_parser().parse_args([*argv, "--measure-speed"]))["measure_speed"] is True

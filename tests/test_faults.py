@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import leaderboard, records
-from bench.cli import main
-from bench.folder import ResultsFolder
-from bench.queue import CLAIMED, FINISHED, CellQueue
-from bench.runner import run_matrix
+from bench.cli.app import main
+from bench.results import leaderboard, records
+from bench.results.folder import ResultsFolder
+from bench.run.queue import CLAIMED, FINISHED, CellQueue
+from bench.run.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
 
@@ -42,7 +42,7 @@ def _raise(hook: str):
 
 @pytest.mark.parametrize("hook", ["make_mask", "param_groups", "regularization_loss", "step", "set_final_masks"])
 def test_a_plugin_raising_in_any_hook_fails_only_its_cell(hook, tmp_path, tiny_model_dir, monkeypatch):
-    from methods.movement import Movement
+    from bench.methods.movement import Movement
 
     monkeypatch.setattr(Movement, hook, _raise(hook))
     matrix = tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "movement", "magnitude"])
@@ -64,7 +64,7 @@ def test_a_plugin_raising_in_any_hook_fails_only_its_cell(hook, tmp_path, tiny_m
 def test_bench_run_summarises_failures_exits_1_and_retry_failed_reruns_only_them(
     tmp_path, tiny_model_dir, monkeypatch, capsys
 ):
-    from methods.movement import Movement
+    from bench.methods.movement import Movement
 
     config = tmp_path / "matrix.yaml"
     config.write_text(MATRIX.format(model=tiny_model_dir, methods="[dense, movement]", train=48))
@@ -87,7 +87,7 @@ def test_bench_run_summarises_failures_exits_1_and_retry_failed_reruns_only_them
 
 # ---- NaN / inf -------------------------------------------------------------------------------------------------------
 def test_a_nan_loss_stops_the_cell_as_diverged_with_its_step(tmp_path, tiny_model_dir, monkeypatch):
-    from methods.magnitude import Magnitude
+    from bench.methods.magnitude import Magnitude
 
     original_step = Magnitude.step
 
@@ -118,7 +118,7 @@ def test_a_nan_loss_stops_the_cell_as_diverged_with_its_step(tmp_path, tiny_mode
 
 
 def test_non_finite_weights_after_the_last_step_are_diverged_too(tmp_path, tiny_model_dir, monkeypatch):
-    from methods.magnitude import Magnitude
+    from bench.methods.magnitude import Magnitude
 
     original = Magnitude.finalize
 
@@ -147,7 +147,7 @@ splits: {{"*": {{train_split: "train[:{train}]", eval_split: "validation[:32]"}}
 def bench_run(config: Path, out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     handle = log.open("a")
-    command = [sys.executable, "-m", "bench.cli", "run", "--config", str(config), "--output", str(out)]
+    command = [sys.executable, "-m", "bench.cli.app", "run", "--config", str(config), "--output", str(out)]
     return subprocess.Popen(command, stdout=handle, stderr=handle, env=env)
 
 
@@ -249,8 +249,8 @@ def test_two_bench_run_processes_on_one_folder_never_run_a_cell_twice(tmp_path, 
 def test_a_stop_request_whose_exit_was_swallowed_still_stops_at_the_next_step():
     from types import SimpleNamespace
 
-    from bench import stop
-    from bench.training import PruningCallback
+    from bench.run import stop
+    from bench.run.training import PruningCallback
 
     steps = []
     callback = PruningCallback(SimpleNamespace(step=lambda *args: steps.append(args)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.folder import ResultsFolder
+from bench.results.folder import ResultsFolder
 
 ID = "ab" * 32
 
@@ -30,7 +30,7 @@ def test_default_stores_are_absolute_sqlite_urls_in_the_folder(tmp_path, monkeyp
 
 
 def test_the_matrix_default_storage_is_the_folder_s(tmp_path):
-    from bench.matrix import Matrix
+    from bench.config.matrix import Matrix
 
     matrix = Matrix(methods=["dense"], tasks=["sst2"], sparsities=[0.0], output=tmp_path / "res")
     assert matrix.storage_url == ResultsFolder(tmp_path / "res").storage_url
@@ -47,7 +47,7 @@ def test_artifact_ids_finds_models_masks_and_predictions_without_records(tmp_pat
 
 
 def test_no_other_module_spells_the_folder_layout():
-    """The folder's paths are built in bench/folder.py only (a second spelling would drift)."""
+    """The folder's paths are built in bench/results/folder.py only (a second spelling would drift)."""
     names = ("cells", "models", "masks", "predictions", "logs", "plots", "bench.db", "mlflow.db", "report.html",
              "leaderboard.md", "leaderboard.csv", "progress.log")  # fmt: skip
     alternatives = "|".join(map(re.escape, names))
@@ -61,6 +61,6 @@ def test_no_other_module_spells_the_folder_layout():
 def test_export_does_not_import_the_runner_or_the_training_run():
     import ast
 
-    source = (Path(__file__).parent.parent / "bench" / "export.py").read_text()
+    source = (Path(__file__).parent.parent / "bench" / "deploy" / "export.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
-    assert not imported & {"bench.runner", "bench.execute"}, imported
+    assert not imported & {"bench.run.runner", "bench.run.execute"}, imported

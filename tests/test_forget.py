@@ -14,10 +14,10 @@ import time
 import optuna
 import pytest
 
-from bench import records
-from bench.folder import ResultsFolder
-from bench.forget import forget
-from bench.queue import CellQueue
+from bench.results import records
+from bench.results.folder import ResultsFolder
+from bench.run.forget import forget
+from bench.run.queue import CellQueue
 from tests.test_bad_input import needs_glue
 
 A, B = "ab" + "0" * 62, "ab" + "1" * 62
@@ -88,7 +88,7 @@ def test_forget_refuses_an_unknown_or_ambiguous_id_and_removes_nothing(folder, r
 
 def test_forget_refuses_a_cell_a_live_worker_holds(folder):
     out, url = folder
-    from bench.queue import CELLS, CLAIMED
+    from bench.run.queue import CELLS, CLAIMED
 
     queue = CellQueue(url, lease_seconds=600)
     with queue.engine.begin() as conn:  # another host's worker holds A (a rerun of it), its lease live
@@ -111,8 +111,8 @@ def test_forget_takes_a_corrupt_record_and_a_comma_list(folder):
 def test_a_forgotten_cell_runs_again_and_a_deleted_record_alone_does_not(tmp_path, monkeypatch):
     from transformers import BertModel
 
-    from bench.matrix import Matrix
-    from bench.runner import run_matrix
+    from bench.config.matrix import Matrix
+    from bench.run.runner import run_matrix
     from tests.conftest import tiny_config
     from tests.test_bad_input import VOCAB, save_model
 
@@ -127,7 +127,7 @@ def test_a_forgotten_cell_runs_again_and_a_deleted_record_alone_does_not(tmp_pat
         return {"metrics": {"accuracy": 80.0}, "primary_metric": "accuracy", "greater_is_better": True,
                 "sparsity": {"encoder_sparsity": 0.0, "remaining_params": 10, "total_params": 10}, "method_info": {}}
 
-    monkeypatch.setattr("bench.runner.train_and_evaluate", fake_training)
+    monkeypatch.setattr("bench.run.runner.train_and_evaluate", fake_training)
     (rec,) = run_matrix(matrix, log=lambda line: None)
     run_matrix(matrix, log=lambda line: None)
     assert len(runs) == 1, "a finished cell is skipped"

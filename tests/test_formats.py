@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
-from bench.formats import filter_cells, long_board, render_board
-from bench.leaderboard import board as ranked
-from bench.leaderboard import collect, summarize
+from bench.core.errors import BenchError
+from bench.results.leaderboard import board as ranked
+from bench.results.leaderboard import collect, summarize
+from bench.results.render import filter_cells, long_board, render_board
 from tests.test_leaderboard import RECORDS, record
 
 LOWER_IS_BETTER = record("movement", "toy", 0.9, 0, 3.0, 0.9)
@@ -98,7 +98,7 @@ def test_filters_keep_dense_and_refuse_values_that_match_nothing():
 
 
 def test_reference_rows_sit_after_their_block_marked_and_never_best():
-    from bench.formats import with_reference
+    from bench.results.render import with_reference
 
     matched = pd.DataFrame(
         {"task": ["mnli", "mnli"], "target_sparsity": [0.9, 0.9], "metric": ["accuracy", "f1"],
@@ -113,7 +113,7 @@ def test_reference_rows_sit_after_their_block_marked_and_never_best():
 
 
 def test_no_matching_reference_rows_leave_the_board_as_it_is():
-    from bench.formats import with_reference
+    from bench.results.render import with_reference
 
     empty = pd.DataFrame(columns=["task", "target_sparsity", "metric", "label", "source", "table", "value", "sparsity"])
     b = with_reference(board(), empty)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import registry, verdicts
-from bench.task import Featurization
+from bench.core import registry
+from bench.core.task import Featurization
+from bench.results import verdicts
 from tests.test_tasks_data import UNAVAILABLE, tiny_trainer
 
 pytestmark = [
@@ -60,8 +61,8 @@ def test_trivial_baselines_score_what_a_constant_scores():
 
 
 def test_paired_bootstrap_interval_covers_an_f1_and_is_seeded():
-    from bench.metrics import METRICS
-    from bench.stats import paired_bootstrap_interval
+    from bench.core.metrics import METRICS
+    from bench.results.stats import paired_bootstrap_interval
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 300)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import records
-from bench.folder import ResultsFolder
+from bench.results import records
+from bench.results.folder import ResultsFolder
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.integration, needs_minilm]
@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.integration, needs_minilm]
 TIMEOUT = 180  # seconds per process; each takes about 10 s
 # the magnitude method raises in every optimizer step: its cells fail, the others finish
 FAILING = (
-    "import sys\nimport methods.magnitude as m\n"
+    "import sys\nimport bench.methods.magnitude as m\n"
     "def boom(*args, **kwargs):\n    raise RuntimeError('boom in step')\n"
-    "m.Magnitude.step = boom\nfrom bench.cli import main\nsys.exit(main(sys.argv[1:]))"
+    "m.Magnitude.step = boom\nfrom bench.cli.app import main\nsys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -34,7 +34,7 @@ def tiny(model: str, out: Path, epochs: str = "1") -> list[str]:
 
 
 def command(*args: str, failing: bool = False) -> list[str]:
-    start = ["-c", FAILING] if failing else ["-m", "bench.cli"]
+    start = ["-c", FAILING] if failing else ["-m", "bench.cli.app"]
     return [sys.executable, *start, "run", *args]
 
 

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from bench import records
-from bench.cli import main
+from bench.cli.app import main
+from bench.results import records
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.integration, needs_minilm]

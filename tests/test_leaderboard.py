@@ -3,7 +3,7 @@ intervals, verdicts and per-example predictions were kept; tests/test_significan
 
 from __future__ import annotations
 
-from bench.leaderboard import collect, render, table
+from bench.results.leaderboard import collect, render, table
 
 
 def record(method, task, sparsity, seed, value, measured, reached=None, status="finished"):
@@ -66,8 +66,8 @@ def test_render_is_markdown():
 
 def test_targets_that_round_to_the_same_percent_stay_two_columns():
     """0.975 and 0.98 both printed as "98%" made one column, and one of the two cells was silently dropped."""
-    from bench.formats import long_board, render_board
-    from bench.leaderboard import summarize
+    from bench.results.leaderboard import summarize
+    from bench.results.render import long_board, render_board
 
     close = [record("movement", "mnli", 0.975, 0, 71.0, 0.975), record("movement", "mnli", 0.98, 0, 65.0, 0.98),
              record("dense", "mnli", 0.0, 0, 80.0, 0.0)]  # fmt: skip
@@ -79,6 +79,6 @@ def test_targets_that_round_to_the_same_percent_stay_two_columns():
     rows = [[c.strip() for c in line.split("|")[1:4]] for line in text.splitlines() if line.startswith("| mnli")]
     assert [target for _, target, method in rows if method == "movement"] == ["97.5%", "98%"], "exact row labels"
     assert "Not tested, so nothing is marked: mnli @ 97.5%, mnli @ 98%" in text, "the legend names both columns"
-    from bench.annotate import percent
+    from bench.results.annotate import percent
 
     assert [percent(t) for t in (0.5, 0.9, 0.0, 0.999)] == ["50%", "90%", "0%", "99.9%"]

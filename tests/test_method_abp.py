@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from bench.methods.abp import AdaptingByPruning, LogitMask, TwoTemperatureSigmoid
 from transformers import TrainingArguments
 
-from bench.prunable import prunable_weights
-from bench.sparsity import measure_sparsity
-from bench.training import PruningTrainer, freeze_pretrained
-from methods.abp import AdaptingByPruning, LogitMask, TwoTemperatureSigmoid
+from bench.core.prunable import prunable_weights
+from bench.core.sparsity import measure_sparsity
+from bench.run.training import PruningTrainer, freeze_pretrained
 
 ALPHA, GAMMA = 2e-5, 2e-7
 

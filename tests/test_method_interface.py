@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 import torch
+from bench.methods.abp import AdaptingByPruning
+from bench.methods.l0 import L0
+from bench.methods.movement import Movement
 
-from bench.errors import BenchError
-from bench.method import PruningMethod
-from bench.schedule import CubicScheduleHparams
-from methods.abp import AdaptingByPruning
-from methods.l0 import L0
-from methods.movement import Movement
+from bench.core.errors import BenchError
+from bench.core.method import PruningMethod
+from bench.core.schedule import CubicScheduleHparams
 
 
 def _kept(method: PruningMethod) -> float:
@@ -101,8 +101,9 @@ def test_the_cells_seed_reaches_the_method(tiny_bert):
 
 
 def test_the_reference_row_is_decided_by_prunes_not_by_name(monkeypatch):
-    from bench import registry
-    from methods.dense import Dense
+    from bench.methods.dense import Dense
+
+    from bench.core import registry
 
     assert registry.is_reference("dense") and not registry.is_reference("magnitude")
     assert not registry.is_reference("a-method-from-an-old-record")

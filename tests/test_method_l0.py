@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
+from bench.methods.l0 import L0, eval_gate, sample_gate
 
-from bench.errors import BenchError
-from bench.prunable import prunable_weights
-from bench.sparsity import measure_sparsity
-from methods.l0 import L0, eval_gate, sample_gate
+from bench.core.errors import BenchError
+from bench.core.prunable import prunable_weights
+from bench.core.sparsity import measure_sparsity
 
 
 def _sigmoid(x: float) -> float:

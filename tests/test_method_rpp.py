@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bench.methods.rpp import RPP, cap_zeros, reweighted_l1_prox, reweighting_factors
 
-from bench.errors import BenchError
-from bench.sparsity import measure_sparsity
-from methods.rpp import RPP, cap_zeros, reweighted_l1_prox, reweighting_factors
+from bench.core.errors import BenchError
+from bench.core.sparsity import measure_sparsity
 
 # Hand-made example: ε = 0.1, η = 0.1, γ = 0.5 (η·γ = 0.05).
 W0 = [[0.9, -0.4], [0.1, -0.15]]  # weights α is computed from: α = 1/(|w0| + 0.1) = [[1, 2], [5, 4]]

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from bench.methods.smp import SMP, allocate
 from transformers import TrainingArguments
 
-from bench.errors import BenchError
-from bench.prunable import prunable_weights
-from bench.sparsity import measure_sparsity
-from bench.training import PruningTrainer, freeze_pretrained
-from methods.smp import SMP, allocate
+from bench.core.errors import BenchError
+from bench.core.prunable import prunable_weights
+from bench.core.sparsity import measure_sparsity
+from bench.run.training import PruningTrainer, freeze_pretrained
 from tests.conftest import MINILM, needs_minilm
 
 MNLI_WORDS = ("Yes", "Maybe", "No")

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from bench.methods.soft_movement import SoftMovement
 
-from bench.masking import global_topk_masks
-from bench.prunable import prunable_weights
-from bench.sparsity import measure_sparsity
-from methods.soft_movement import SoftMovement
+from bench.core.masking import global_topk_masks
+from bench.core.prunable import prunable_weights
+from bench.core.sparsity import measure_sparsity
 
 T = 100
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import records
-from bench.folder import ResultsFolder
+from bench.results import records
+from bench.results.folder import ResultsFolder
 from tests.test_bad_input import needs_glue
 from tests.test_significance_board import correct, new_record, write
 
@@ -247,7 +247,7 @@ def test_worker_with_an_unknown_matrix_or_a_bad_lease(tmp_path, args, words):
 # ---- a bug: one line, the traceback in a log file -------------------------------------------------------------------
 def run_patched(patch: str, argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
     """``bench ARGV`` in a process where ``patch`` (Python) first plants a bug; temp files go to ``tmp``."""
-    script = (f"import sys, tempfile, bench.cli as cli\ntempfile.tempdir = {str(tmp)!r}\n{patch}\n"
+    script = (f"import sys, tempfile, bench.cli.app as cli\ntempfile.tempdir = {str(tmp)!r}\n{patch}\n"
               f"sys.exit(cli.main({argv!r}))")  # fmt: skip
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp)
 
@@ -276,7 +276,10 @@ def test_a_bug_is_one_line_naming_a_log_file_in_the_temp_folder(tmp_path):
 def test_a_bug_in_a_command_on_a_results_folder_logs_under_its_logs_folder(tmp_path):
     results = tmp_path / "res"
     ResultsFolder(results).cells.mkdir(parents=True)
-    patch = "import bench.report\ndef boom(output): raise KeyError('no such column')\nbench.report.build_report = boom"
+    patch = (
+        "import bench.results.report\ndef boom(output): raise KeyError('no such column')\n"
+        "bench.results.report.build_report = boom"
+    )
     proc = run_patched(patch, ["report", str(results)], tmp_path)
     log = internal_error(proc, "KeyError", "no such column")
     assert log.parent == results / "logs"
@@ -367,7 +370,7 @@ def test_plot_skips_bad_records_and_a_corrupt_mask_file(folder):
 
 
 def test_bench_run_refuses_a_hand_edited_record_naming_the_field_and_bench_forget(tmp_path):
-    from bench.matrix import expand
+    from bench.config.matrix import expand
     from tests.test_bad_input import matrix_for
 
     matrix = matrix_for(tmp_path, "/no/such/model")
@@ -391,8 +394,8 @@ def test_a_disk_that_fills_inside_a_cell_stops_the_matrix_without_failing_the_ce
 
     from transformers import BertModel
 
-    from bench.cli import main
-    from bench.queue import CellQueue
+    from bench.cli.app import main
+    from bench.run.queue import CellQueue
     from tests.conftest import tiny_config
     from tests.test_bad_input import VOCAB, save_model
 
@@ -402,7 +405,7 @@ def test_a_disk_that_fills_inside_a_cell_stops_the_matrix_without_failing_the_ce
     def full(cell, run):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "models" / "x" / "model.safetensors"))
 
-    monkeypatch.setattr("bench.runner.train_and_evaluate", full)
+    monkeypatch.setattr("bench.run.runner.train_and_evaluate", full)
     code = main(["run", "--methods", "dense", "--tasks", "sst2", "--sparsities", "0.5", "--model", model,
                  "--train-split", "train[:16]", "--eval-split", "validation[:8]", "--tracking-uri", "none",
                  "--output", str(out)])  # fmt: skip

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from bench import records
-from bench.errors import BenchError
-from bench.plots import default_heatmap_cells, write_plots
-from bench.runner import run_matrix
+from bench.core.errors import BenchError
+from bench.results import records
+from bench.results.plots import default_heatmap_cells, write_plots
+from bench.run.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
 

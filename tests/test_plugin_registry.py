@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import registry
-from bench.errors import BenchError
-from bench.registry import PREFER_ENV, Registry
+from bench.core import registry
+from bench.core.errors import BenchError
+from bench.core.registry import PREFER_ENV, Registry
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_SRC = REPO / "tests" / "example_plugin" / "src"
@@ -109,12 +109,12 @@ def test_cli_refuses_a_duplicate_in_one_line_with_exit_2(tmp_path):
 
 # ---- architectures --------------------------------------------------------------------------------------------------
 def test_builtin_architectures_register_through_entry_points_lazily():
-    from bench import prunable
+    from bench.core import prunable
 
     fresh = Registry("bench.architectures", "architecture")
     assert fresh.names() == ["bert", "distilbert", "mpnet", "roberta"]
     assert all(entry.builtin for entry in fresh.entries.values())
-    assert fresh.entry("mpnet").entry_point.value == "bench.prunable:MPNET"
+    assert fresh.entry("mpnet").entry_point.value == "bench.core.prunable:MPNET"
     assert fresh._loaded == {}  # listing imports nothing
     assert fresh.get("mpnet") is prunable.MPNET and set(fresh._loaded) == {"mpnet"}
     assert list(prunable.ARCHITECTURES) == fresh.names()
@@ -123,7 +123,7 @@ def test_builtin_architectures_register_through_entry_points_lazily():
 def test_an_outside_architecture_table_makes_a_new_model_type_prunable(tmp_path, monkeypatch):
     from transformers import ElectraConfig, ElectraForSequenceClassification
 
-    from bench.prunable import prunable_weights
+    from bench.core.prunable import prunable_weights
 
     model = ElectraForSequenceClassification(ElectraConfig(vocab_size=100, embedding_size=16, hidden_size=32,
                                                            num_hidden_layers=2, num_attention_heads=2,
@@ -140,19 +140,19 @@ def test_an_outside_architecture_table_makes_a_new_model_type_prunable(tmp_path,
 
 
 def test_an_architecture_entry_that_is_not_a_table_is_refused(tmp_path, monkeypatch):
-    from bench.prunable import architecture_for
+    from bench.core.prunable import architecture_for
 
     entry = "[bench.architectures]\nelectra = example_prune_plugin.electra:Architecture\n"
     monkeypatch.syspath_prepend(str(fake_distribution(tmp_path, "bad-arch", "0.1", entry)))
     monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
     monkeypatch.setattr(registry, "architectures", Registry("bench.architectures", "architecture"))
-    with pytest.raises(BenchError, match="entry point 'electra' of bad-arch 0.1 .* must be a bench.prunable.Arch"):
+    with pytest.raises(BenchError, match="entry point 'electra' of bad-arch 0.1 .* must be a bench.core.prunable.Arch"):
         architecture_for("electra")
 
 
 # ---- cell ids -------------------------------------------------------------------------------------------------------
 def quick_cells(methods: list[str], **fields):
-    from bench.matrix import Matrix, expand
+    from bench.config.matrix import Matrix, expand
 
     return expand(Matrix(methods=methods, tasks=["sst2"], sparsities=[0.9], preset="quick", **fields))
 
@@ -162,7 +162,7 @@ def test_builtin_cells_keep_the_ids_of_committed_records():
     assert len(records) >= 10
     for record in records:
         assert "plugins" not in record["cell"]
-        from bench.cell import Cell
+        from bench.config.cell import Cell
 
         assert Cell.from_dict(record["cell"]).id == record["id"]
     # a cell made today for the same point gets the id of its committed record (package versions aside)
@@ -188,6 +188,6 @@ def test_an_outside_plugins_distribution_and_version_enter_the_cell_id(tmp_path,
         ids[version] = cell.id
         sys.path.remove(str(path))  # the next version replaces this one
     assert ids["0.1.0"] != ids["0.2.0"]
-    from bench.cell import Cell
+    from bench.config.cell import Cell
 
     assert Cell.from_dict(json.loads(json.dumps(cell.to_dict()))).id == cell.id  # records keep it

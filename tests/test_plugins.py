@@ -13,7 +13,7 @@ PLUGIN = textwrap.dedent(
     """A throwaway third-party pruning method."""
     import torch
 
-    from bench.method import PruningMethod
+    from bench.core.method import PruningMethod
 
 
     class Random(PruningMethod):
@@ -40,7 +40,7 @@ def make_plugin(root: Path) -> Path:
 
 
 def bench_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "bench.cli.app", *args], capture_output=True, text=True, env=env)
 
 
 def test_third_party_method_is_listed_next_to_builtins(tmp_path):
@@ -56,8 +56,8 @@ def test_third_party_method_is_listed_next_to_builtins(tmp_path):
 
 def test_third_party_method_passes_the_lifecycle(tmp_path, tiny_bert, monkeypatch):
     monkeypatch.syspath_prepend(str(make_plugin(tmp_path)))
-    from bench.registry import Registry
-    from bench.sparsity import measure_sparsity
+    from bench.core.registry import Registry
+    from bench.core.sparsity import measure_sparsity
 
     method = Registry("bench.methods", "method").get("random_prune")(0.5)
     method.prepare(tiny_bert)

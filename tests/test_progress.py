@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from bench.folder import ResultsFolder
-from bench.progress import StepClock
-from bench.runner import run_matrix
+from bench.results.folder import ResultsFolder
+from bench.run.progress import StepClock
+from bench.run.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
 

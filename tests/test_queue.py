@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bench.queue import CLAIMED, FINISHED, PENDING, CellQueue
+from bench.run.queue import CLAIMED, FINISHED, PENDING, CellQueue
 
 CELLS = [{"id": f"cell{i}", "cell": {"method": "m", "i": i}, "options": {"save_model": False}} for i in range(3)]
 
@@ -78,7 +78,7 @@ def test_the_insert_check_sees_queued_cells_and_refusing_changes_nothing(tmp_pat
 def test_a_queue_from_before_memberships_lists_its_cells_by_their_matrix(tmp_path):
     import sqlalchemy as sa
 
-    from bench.queue import MEMBERS
+    from bench.run.queue import MEMBERS
 
     url = f"sqlite:///{tmp_path / 'q.db'}"
     CellQueue(url).add_matrix("m1", CELLS)

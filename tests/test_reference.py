@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import reference
-from bench.errors import BenchError
-from bench.leaderboard import collect
-from bench.registry import methods, tasks
+from bench.core.errors import BenchError
+from bench.core.registry import methods, tasks
+from bench.results import reference
+from bench.results.leaderboard import collect
 
 FOLDER = reference.DEFAULT_FOLDER
 CSVS = sorted(FOLDER.glob("*.csv"))

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from bench import regress
-from bench.cli import main
+from bench.cli.app import main
+from bench.results import regress
 from tests.conftest import needs_minilm
 
 TOLERANCES = {"accuracy": 1.0, "train_loss": 0.01, "encoder_sparsity": 0.002}

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from PIL import Image, ImageStat
 
-from bench.report import build_report
-from bench.runner import run_matrix
+from bench.results.report import build_report
+from bench.run.runner import run_matrix
 from tests.conftest import needs_minilm
 from tests.test_runner import tiny_matrix
 
@@ -20,7 +20,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from methods.magnitude import Magnitude
+    from bench.methods.magnitude import Magnitude
 
     tmp_path = tmp_path_factory.mktemp("report")
     original = Magnitude.step

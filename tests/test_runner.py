@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from bench import leaderboard
-from bench.folder import ResultsFolder
-from bench.runner import Matrix, expand, run_matrix
-from bench.saved_masks import load_masks
+from bench.results import leaderboard
+from bench.results.folder import ResultsFolder
+from bench.results.saved_masks import load_masks
+from bench.run.runner import Matrix, expand, run_matrix
 from tests.conftest import needs_minilm
 
 pytestmark = needs_minilm
@@ -66,7 +66,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr("bench.runner.train_and_evaluate", must_not_train)
+    monkeypatch.setattr("bench.run.runner.train_and_evaluate", must_not_train)
     lines = []
     second = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lines.append)
     assert [r["id"] for r in second] == [r["id"] for r in first]
@@ -74,7 +74,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
 
 
 def test_failing_cell_is_recorded_and_matrix_goes_on(tmp_path, tiny_model_dir, monkeypatch):
-    from methods.magnitude import Magnitude
+    from bench.methods.magnitude import Magnitude
 
     def explode(self, step, total_steps, lr=None):
         raise RuntimeError("boom in step hook")

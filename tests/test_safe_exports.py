@@ -1,6 +1,6 @@
 """Exports and reports you can open safely (issue 14, section 4).
 
-* :func:`bench.export.load_export` builds the compacted model class in this process and never imports code from
+* :func:`bench.deploy.export.load_export` builds the compacted model class in this process and never imports code from
   the export folder; exports hold no code.
 * ``bench export --to`` refuses a folder inside the results folder and a non-empty folder (``--overwrite`` replaces
   an earlier export, nothing else).
@@ -23,14 +23,14 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from bench import records
-from bench.errors import BenchError
-from bench.export import DENSE_FILE, SPARSE_FILE, load_export, write_export
-from bench.folder import ResultsFolder
-from bench.matrix import Matrix, expand
-from bench.predictions import save_predictions
-from bench.saved_masks import save_masks
-from bench.task import Evaluation
+from bench.config.matrix import Matrix, expand
+from bench.core.errors import BenchError
+from bench.core.task import Evaluation
+from bench.deploy.export import DENSE_FILE, SPARSE_FILE, load_export, write_export
+from bench.results import records
+from bench.results.folder import ResultsFolder
+from bench.results.predictions import save_predictions
+from bench.results.saved_masks import save_masks
 from tests.conftest import tiny_config
 from tests.test_bad_input import VOCAB, save_model, snapshot
 from tests.test_export import inputs, pruned_bert
@@ -61,7 +61,7 @@ def test_exports_hold_no_code_and_load_in_process(tmp_path):
     reference = model(**inputs()).logits
     for loaded in (load_export(tmp_path), load_export(tmp_path, sparse=False)):
         assert type(loaded).__name__ == "CompactBertForSequenceClassification"
-        assert type(loaded).__module__ == "bench.export", "the class comes from the installed package"
+        assert type(loaded).__module__ == "bench.deploy.export", "the class comes from the installed package"
         torch.testing.assert_close(loaded(**inputs()).logits, reference, atol=1e-5, rtol=1e-5)
 
 
@@ -85,7 +85,7 @@ def test_load_export_never_imports_code_from_the_folder(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     for sparse in (True, False):
         model = load_export(folder, sparse=sparse)
-        assert type(model).__module__ == "bench.export"
+        assert type(model).__module__ == "bench.deploy.export"
     assert not marker.exists(), "code from the export folder ran"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.prunable import prunable_weights
-from bench.saved_masks import layer_sparsity, load_masks, save_masks
+from bench.core.prunable import prunable_weights
+from bench.results.saved_masks import layer_sparsity, load_masks, save_masks
 
 
 def test_masks_round_trip_bit_exactly_and_give_layer_by_role_sparsity(tiny_bert, tmp_path):

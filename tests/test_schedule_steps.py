@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bench.methods.l0 import L0
+from bench.methods.magnitude import Magnitude
+from bench.methods.movement import Movement
+from bench.methods.soft_movement import SoftMovement
 
-from bench.errors import BenchError
-from bench.schedule import PruningSchedule, cubic_schedule
-from methods.l0 import L0
-from methods.magnitude import Magnitude
-from methods.movement import Movement
-from methods.soft_movement import SoftMovement
+from bench.core.errors import BenchError
+from bench.core.schedule import PruningSchedule, cubic_schedule
 
 
 def test_fractions_give_the_same_values_as_the_fraction_schedule():
@@ -49,7 +49,7 @@ def test_methods_without_a_cubic_schedule_prune_over_the_whole_run():
 
 
 def test_the_proxy_preset_gives_every_method_that_has_them_the_same_schedule():
-    from bench.matrix import Matrix, expand
+    from bench.config.matrix import Matrix, expand
 
     cells = expand(Matrix(methods=["dense", "magnitude", "movement", "l0"], tasks=["sst2"], sparsities=[0.9],
                           preset="proxy", method_hparams={"movement": {"warmup_steps": 100}}))  # fmt: skip

@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from bench import registry
-from bench.cell import Budget, Cell
-from bench.errors import BenchError
-from bench.search import NarrowedTrial, make_storage, open_study, run_study, sample, search_spec
+from bench.config.cell import Budget, Cell
+from bench.core import registry
+from bench.core.errors import BenchError
+from bench.run.search import NarrowedTrial, make_storage, open_study, run_study, sample, search_spec
 
 SHARED = {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}, "warmup_ratio": {"low": 0.0, "high": 0.2}}
 MOVEMENT = registry.methods.get("movement")

@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import records
-from bench.folder import ResultsFolder
-from bench.formats import render_board
-from bench.leaderboard import board, collect, pivot, summarize
-from bench.predictions import save_predictions
-from bench.significance import critical_difference, load_arrays
-from bench.stats import t_interval
-from bench.task import Evaluation
+from bench.core.task import Evaluation
+from bench.results import records
+from bench.results.folder import ResultsFolder
+from bench.results.leaderboard import board, collect, pivot, summarize
+from bench.results.predictions import save_predictions
+from bench.results.render import render_board
+from bench.results.significance import critical_difference, load_arrays
+from bench.results.stats import t_interval
 
 N = 400  # eval examples
 BASELINE = {"description": "majority class 1 ('great') of the eval split", "metrics": {"accuracy": 50.0},
@@ -204,7 +204,7 @@ def test_critical_difference_needs_three_columns(ranked, tmp_path):
 
 
 def test_leaderboard_md_follows_the_same_marks_with_the_baseline_row_and_legend(folder):
-    from bench.leaderboard import write
+    from bench.results.leaderboard import write
 
     markdown = write(folder)
     rows = {line.split("|")[1].strip(): line for line in markdown.splitlines()[2:]}
@@ -218,7 +218,7 @@ def test_leaderboard_md_follows_the_same_marks_with_the_baseline_row_and_legend(
 
 
 def test_pareto_draws_the_baseline_dotted_and_chance_rows_hollow(ranked):
-    from bench.plots import pareto_figure
+    from bench.results.plots import pareto_figure
 
     figure = pareto_figure(ranked, "sst2")
     lines = figure.axes[0].get_lines()
@@ -246,7 +246,7 @@ def wide(tmp_path_factory):
 def test_plot_writes_the_critical_difference_diagram_and_the_report_embeds_it(wide, capsys):
     from PIL import Image
 
-    from bench.cli import main
+    from bench.cli.app import main
 
     assert main(["plot", str(wide)]) == 0
     printed = capsys.readouterr()

@@ -1,4 +1,5 @@
-"""bench.speed: the CSR inference path computes the same function; the latency protocol interleaves and reports."""
+"""bench.deploy.speed: the CSR inference path computes the same function; the latency protocol interleaves and
+reports."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from torch import nn
 from transformers import BertForSequenceClassification
 
-from bench.prunable import prunable_weights
-from bench.speed import CSRLinear, measure_latency, sparse_csr_copy, speed_ups
+from bench.core.prunable import prunable_weights
+from bench.deploy.speed import CSRLinear, measure_latency, sparse_csr_copy, speed_ups
 from tests.conftest import tiny_config
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from tasks.squad import postprocess_predictions
+from bench.tasks.squad import postprocess_predictions
 
 CONTEXT = "The cat sat on the mat."
 # A window: [CLS] q q [SEP] The cat sat on the mat . [SEP]; None marks question and special tokens.

@@ -1,4 +1,4 @@
-"""bench.stats on synthetic data whose answer is known."""
+"""bench.results.stats on synthetic data whose answer is known."""
 
 import math
 
@@ -10,9 +10,9 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.errors import BenchError  # noqa: E402
-from bench.ranks import critical_difference_plot, friedman_nemenyi  # noqa: E402
-from bench.stats import (  # noqa: E402
+from bench.core.errors import BenchError  # noqa: E402
+from bench.results.ranks import critical_difference_plot, friedman_nemenyi  # noqa: E402
+from bench.results.stats import (  # noqa: E402
     bootstrap_interval,
     holm,
     paired_test,
@@ -59,7 +59,7 @@ def test_bootstrap_constant_seeded_and_bad_input():
 
 
 def test_bootstrap_falls_back_to_percentile_when_bca_is_nan(monkeypatch):
-    import bench.stats as module
+    import bench.results.stats as module
 
     real = module.stats.bootstrap
     methods = []

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench import metrics
-from bench.presets import get_preset, task_settings
-from bench.task import Task
+from bench.config.presets import get_preset, task_settings
+from bench.core import metrics
+from bench.core.task import Task
 
 
 def test_metric_definitions_match_hand_computed_values():
@@ -73,7 +73,7 @@ def test_a_task_gets_compute_metrics_from_its_metric_names():
 
 
 def test_glue_evaluation_goes_through_the_hook():
-    from tasks.glue import SST2
+    from bench.tasks.glue import SST2
 
     task = SST2()
     baseline = task.trivial_baseline({"label": [1, 1, 0]})

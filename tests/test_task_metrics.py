@@ -7,11 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+from bench.tasks.glue import MNLI, SST2, classification_metrics
+from bench.tasks.squad import SQuAD, squad_metrics
 
-from bench.errors import BenchError
-from bench.task import HEADS, Featurization
-from tasks.glue import MNLI, SST2, classification_metrics
-from tasks.squad import SQuAD, squad_metrics
+from bench.core.errors import BenchError
+from bench.core.task import HEADS, Featurization
 
 
 # ---- classification ---------------------------------------------------------------------------------------

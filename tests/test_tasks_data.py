@@ -10,10 +10,10 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from bench.tasks.glue import MNLI
+from bench.tasks.squad import SQuAD
 
-from bench.task import Featurization
-from tasks.glue import MNLI
-from tasks.squad import SQuAD
+from bench.core.task import Featurization
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 NEEDED = [

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 import torch
+from bench.tasks.glue import SST2
 
-from bench.masking import Mask
-from bench.method import PruningMethod
-from bench.task import Task
+from bench.core.masking import Mask
+from bench.core.method import PruningMethod
+from bench.core.task import Task
 from bench.testing import ConformanceError, check_method, check_task
-from tasks.glue import SST2
 
 
 class Good(PruningMethod):

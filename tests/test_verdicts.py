@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import verdicts
-from bench.folder import ResultsFolder
-from bench.predictions import load_predictions
-from bench.task import Evaluation
+from bench.core.task import Evaluation
+from bench.results import verdicts
+from bench.results.folder import ResultsFolder
+from bench.results.predictions import load_predictions
 from tests.conftest import needs_minilm
 
 
@@ -78,8 +78,9 @@ def test_intervals_contain_the_mean_and_old_records_get_the_projection_verdict_b
 @needs_minilm
 def test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictions(tmp_path, tiny_model_dir,
                                                                                     monkeypatch):
-    from bench.runner import run_matrix
-    from methods.movement import Movement
+    from bench.methods.movement import Movement
+
+    from bench.run.runner import run_matrix
     from tests.test_runner import tiny_matrix
 
     monkeypatch.setattr(Movement, "min_ramp_steps", 10_000)
@@ -108,7 +109,7 @@ def test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictio
 
 
 def test_a_task_implements_evaluate_or_evaluate_per_example_and_gets_the_other():
-    from bench.task import Task
+    from bench.core.task import Task
 
     class Neither(Task):
         name = "neither"

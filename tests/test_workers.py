@@ -21,7 +21,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from bench.queue import FINISHED, CellQueue
+from bench.run.queue import FINISHED, CellQueue
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.integration, needs_minilm]
@@ -76,7 +76,7 @@ splits: {{"*": {{train_split: "train[:64]", eval_split: "validation[:24]"}}}}
 def bench(*args: str, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     handle = log.open("w")
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *args], stdout=handle, stderr=handle, env=env)
+    return subprocess.Popen([sys.executable, "-m", "bench.cli.app", *args], stdout=handle, stderr=handle, env=env)
 
 
 def wait_for(condition, timeout: float, what: str, procs=()) -> None:

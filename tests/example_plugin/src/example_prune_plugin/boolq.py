@@ -1,6 +1,6 @@
 """``boolq``: SuperGLUE BoolQ (yes/no questions about a passage), built on prune-bench's GLUE task."""
 
-from tasks.glue import GlueTask
+from bench.tasks.glue import GlueTask
 
 
 class BoolQ(GlueTask):

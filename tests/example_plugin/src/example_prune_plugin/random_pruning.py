@@ -3,7 +3,7 @@
 import torch
 
 from bench import PruningMethod
-from bench.schedule import CubicScheduleHparams
+from bench.core.schedule import CubicScheduleHparams
 
 
 class RandomPruning(PruningMethod):
