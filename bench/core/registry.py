@@ -215,3 +215,21 @@ def is_reference(method: str) -> bool:
     and the distillation teacher); False for any other name, a foreign method in old records included. Readers
     and the runner ask this instead of comparing names with "dense"."""
     return method in methods.names() and not methods.get(method).prunes
+
+
+def reference_method() -> str:
+    """The name of the one registered method that prunes nothing (its class's ``prunes`` is False): the dense
+    reference that ``--distill`` trains as the teacher and every pruned cell is compared with. Decided by the
+    registry, not by the name "dense", so a renamed or third-party reference is found the same way.
+
+    Raises:
+        BenchError: no registered method, or more than one, has ``prunes = False`` (the teacher would be ambiguous).
+    """
+    found = [name for name in methods.names() if not methods.get(name).prunes]
+    if len(found) != 1:
+        which = f"{len(found)} do ({', '.join(found)})" if found else "none does"
+        raise BenchError(
+            f"exactly one registered method must prune nothing (prunes = False) to be the dense reference and "
+            f"distillation teacher, but {which}; uninstall the extra one or register one"
+        )
+    return found[0]
