@@ -71,7 +71,5 @@ class Movement(PruningMethod):
 
     @classmethod
     def search_space(cls, trial: optuna.Trial) -> dict[str, Any]:
-        return {
-            "warmup_frac": trial.suggest_float("warmup_frac", 0.0, 0.3),
-            "cooldown_frac": trial.suggest_float("cooldown_frac", 0.1, 0.4),
-        }
+        return {"warmup_frac": trial.suggest_float("warmup_frac", 0.0, 0.3),
+                "cooldown_frac": trial.suggest_float("cooldown_frac", 0.1, 0.4)}  # fmt: skip
