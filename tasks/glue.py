@@ -62,6 +62,9 @@ class GlueTask(Task):
     head = "sequence-classification"
     metrics = ("accuracy",)
     primary_metric = "accuracy"
+    # About 1.5x the drift measured across CPU kernels on the gate's 872 SST-2 examples (1.72 points; see
+    # bench.results.regress.TOLERANCES_COMMENT).
+    regression_tolerances = {"accuracy": 2.5}
     greater_is_better = True
     text_keys: ClassVar[tuple[str, ...]]
     num_labels: ClassVar[int]

@@ -225,6 +225,7 @@ class SQuAD(Task):
     head = "question-answering"
     metrics = ("exact_match", "f1")
     primary_metric = "f1"
+    regression_tolerances = {"exact_match": 1.0, "f1": 1.0}  # one of the regression gate's 100 questions
     greater_is_better = True
     n_best: ClassVar[int] = 20
     max_answer_length: ClassVar[int] = 30

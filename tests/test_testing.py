@@ -137,6 +137,13 @@ class BadPerExample(SST2):
         return evaluation
 
 
+class ToleratesUnknownMetric(SST2):
+    """Names a regression tolerance for a metric it does not report."""
+
+    name = "tolerates_unknown"
+    regression_tolerances = {"f1": 1.0}
+
+
 class OwnColumns(SST2):
     """An SST-2 variant whose dataset calls its text column 'text'."""
 
@@ -149,6 +156,7 @@ class OwnColumns(SST2):
     [
         (RenamesMetric, "evaluate", "evaluate returned ['acc'], not the task's metrics ('accuracy',)"),
         (BadPerExample, "evaluate", "the mean of per_example['accuracy'] is not the metric"),
+        (ToleratesUnknownMetric, "metadata", "regression_tolerances names metrics the task does not report: ['f1']"),
     ],
 )
 def test_broken_tasks_are_named_with_the_failed_property(cls, prop, detail):

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer
 
 HEADS = ("sequence-classification", "question-answering")
+DEFAULT_REGRESSION_TOLERANCE = 1.0  # points of a percent metric: e.g. one of the regression gate's 100 SQuAD questions
 # The transformers Auto class behind each head, and the module constant mapping model types to its classes.
 HEAD_CLASSES = {
     "sequence-classification": (
@@ -82,6 +83,9 @@ class Task(ABC):
         presets: the task's settings under each preset that needs them, ``{preset name: {"train_split": ...,
             "eval_split": ..., "budget": {Budget field: value}}}`` (e.g. the slices that make ``quick`` fit a
             2-core CPU); a preset the task does not name runs its default splits and the preset's budget.
+        regression_tolerances: ``{metric: absolute tolerance}`` in the metric's units, with which ``bench regress``
+            writes a new baseline for this task's cells (a baseline file's own tolerances win); a metric not named
+            gets :data:`DEFAULT_REGRESSION_TOLERANCE`.
 
     Args:
         train_split, eval_split: overrides of the class defaults (from the CLI or a matrix config).
@@ -100,6 +104,7 @@ class Task(ABC):
     greater_is_better: ClassVar[bool] = True
     label_words: ClassVar[tuple[str, ...]] = ()
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    regression_tolerances: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, train_split: str | None = None, eval_split: str | None = None, dev_fraction: float = 0.1):
         if not 0.0 < dev_fraction < 1.0:

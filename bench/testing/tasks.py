@@ -45,6 +45,11 @@ def _task_metadata(cls: Any) -> Any:
              "metrics must be a non-empty tuple of names")  # fmt: skip
     _require(cls.primary_metric in metrics, f"primary_metric {cls.primary_metric!r} is not in metrics {metrics}")
     _require(isinstance(cls.greater_is_better, bool), "greater_is_better must be a boolean")
+    tolerances = dict(cls.regression_tolerances)
+    _require(set(tolerances) <= set(metrics), f"regression_tolerances names metrics the task does not report: "
+             f"{sorted(set(tolerances) - set(metrics))}")  # fmt: skip
+    _require(all(isinstance(v, (int, float)) and v >= 0 for v in tolerances.values()),
+             f"regression_tolerances must be non-negative numbers, got {tolerances}")  # fmt: skip
     _require(cls.evaluate is not Task.evaluate or cls.evaluate_per_example is not Task.evaluate_per_example,
              "implement evaluate or evaluate_per_example")  # fmt: skip
     try:
