@@ -98,8 +98,8 @@ def test_the_queue_s_done_states_are_the_record_statuses_and_old_queues_are_rena
 
 
 def test_the_committed_regression_baseline_and_paper_references_still_load():
-    from bench.results import reference, regress
+    from bench.results import reference, regress_baseline
 
-    baseline = regress.load_baseline(RESULTS / "baselines" / "regression.json")
+    baseline = regress_baseline.load_baseline(RESULTS / "baselines" / "regression.json")
     assert baseline is not None and baseline["cells"] and baseline["tolerances"]
     assert len(reference.load(RESULTS / "reference")) > 0

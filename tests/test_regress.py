@@ -9,7 +9,10 @@ import json
 import pytest
 
 from bench.cli.app import main
+from bench.core.errors import BenchError
 from bench.results import regress
+from bench.results import regress_baseline as baseline_file
+from bench.run import regress_run
 from tests.conftest import needs_minilm
 
 TOLERANCES = {"accuracy": 1.0, "train_loss": 0.01, "encoder_sparsity": 0.002}
@@ -26,7 +29,7 @@ def record(method="magnitude", task="sst2", sparsity=0.5, status="finished", acc
 
 
 def baseline(cells, tolerances=TOLERANCES):
-    return {"settings": regress.current_settings(), "tolerances": dict(tolerances), "cells": cells}
+    return {"settings": baseline_file.current_settings(), "tolerances": dict(tolerances), "cells": cells}
 
 
 def cell_values(accuracy=60.0, loss=0.5, sp=0.5):
@@ -99,32 +102,32 @@ def test_update_merges_a_methods_subset_and_keeps_tolerances():
         tolerances={"accuracy": 0.5, "custom": 3.0},
     )
     old["tolerances_comment"] = "why"
-    new = regress.updated_baseline(old, [record(accuracy=70.1234567, loss=0.25)], ["magnitude"], old["settings"])
+    new = baseline_file.updated_baseline(old, [record(accuracy=70.1234567, loss=0.25)], ["magnitude"], old["settings"])
     assert list(new["cells"]) == ["dense/sst2/0", "magnitude/sst2/0.5"]  # the stale magnitude cell is gone
     assert new["cells"]["dense/sst2/0"] == old["cells"]["dense/sst2/0"]
     assert new["cells"]["magnitude/sst2/0.5"] == {"accuracy": 70.123457, "encoder_sparsity": 0.5, "train_loss": 0.25}
     assert new["tolerances"]["accuracy"] == 0.5 and new["tolerances"]["custom"] == 3.0
-    assert new["tolerances"]["train_loss"] == regress.DEFAULT_TOLERANCES["train_loss"]
+    assert new["tolerances"]["train_loss"] == baseline_file.DEFAULT_TOLERANCES["train_loss"]
     assert new["tolerances_comment"] == "why"
     assert new["versions"]["torch"]
-    fresh = regress.updated_baseline(None, [record()], ["magnitude"], regress.current_settings())
-    assert fresh["tolerances"] == regress.DEFAULT_TOLERANCES and list(fresh["cells"]) == ["magnitude/sst2/0.5"]
+    fresh = baseline_file.updated_baseline(None, [record()], ["magnitude"], baseline_file.current_settings())
+    assert fresh["tolerances"] == baseline_file.DEFAULT_TOLERANCES and list(fresh["cells"]) == ["magnitude/sst2/0.5"]
 
 
 def test_settings_differences_are_named():
-    old = regress.current_settings()
+    old = baseline_file.current_settings()
     new = copy.deepcopy(old)
     new["budget"]["learning_rate"] = 1e-3
-    assert regress.diff_settings(old, new) == ["budget.learning_rate: 0.003 -> 0.001"]
-    with pytest.raises(regress.BenchError, match="budget.learning_rate"):
-        regress.check_settings({"settings": old}, new, "b.json")
+    assert baseline_file.diff_settings(old, new) == ["budget.learning_rate: 0.003 -> 0.001"]
+    with pytest.raises(BenchError, match="budget.learning_rate"):
+        baseline_file.check_settings({"settings": old}, new, "b.json")
 
 
 def test_bad_input_exits_2_before_running(tmp_path, capsys, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("the matrix ran")
 
-    monkeypatch.setattr(regress, "run_in_folder", must_not_run)
+    monkeypatch.setattr(regress_run, "run_in_folder", must_not_run)
     missing = tmp_path / "none.json"
     assert main(["regress", "--baseline", str(missing)]) == 2
     assert "--update-baseline" in capsys.readouterr().err
@@ -146,7 +149,7 @@ def test_bad_input_exits_2_before_running(tmp_path, capsys, monkeypatch):
 
 
 def test_update_refuses_failed_cells(tmp_path, monkeypatch):
-    monkeypatch.setattr(regress, "run_in_folder", lambda *a, **k: [record(), record(sparsity=0.9, status="failed")])
+    monkeypatch.setattr(regress_run, "run_in_folder", lambda *a, **k: [record(), record(sparsity=0.9, status="failed")])
     path = tmp_path / "b.json"
     assert main(["regress", "--methods", "magnitude", "--baseline", str(path), "--update-baseline"]) == 1
     assert not path.exists()
@@ -154,7 +157,7 @@ def test_update_refuses_failed_cells(tmp_path, monkeypatch):
 
 def small_settings():
     """The gate's settings shrunk to seconds per cell, for the end-to-end test."""
-    settings = regress.current_settings()
+    settings = baseline_file.current_settings()
     settings["budget"] = {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "max_length": 96, "doc_stride": 32}
     settings["splits"] = {
         "sst2": {"train_split": "train[:48]", "eval_split": "validation[:24]"},
@@ -165,11 +168,11 @@ def small_settings():
 
 @needs_minilm
 def test_cli_update_then_green_then_regression(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(regress, "SETTINGS", small_settings())
+    monkeypatch.setattr(baseline_file, "SETTINGS", small_settings())
     path = tmp_path / "mine.json"
     args = ["regress", "--methods", "magnitude", "--baseline", str(path)]
-    path.write_text(json.dumps(regress.updated_baseline(None, [record(method="movement")], ["movement"],
-                                                        regress.current_settings())))  # fmt: skip
+    path.write_text(json.dumps(baseline_file.updated_baseline(None, [record(method="movement")], ["movement"],
+                                                        baseline_file.current_settings())))  # fmt: skip
     assert main([*args, "--update-baseline"]) == 0
     data = json.loads(path.read_text())
     mine = [f"magnitude/{task}/{sparsity}" for task in ("squad", "sst2") for sparsity in (0.5, 0.9)]

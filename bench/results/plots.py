@@ -91,7 +91,7 @@ def critical_difference_figure(result: dict):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 0.35 * len(result["mean_ranks"]) + 2.0), dpi=120)
     critical_difference_plot(result, ax)
-    from bench.results.report import friedman_text
+    from bench.results.significance import friedman_text
 
     friedman = friedman_text(result["friedman_p"])
     fig.suptitle(

@@ -109,7 +109,7 @@ def leaderboard_html(recs: list[dict[str, Any]], output: Path | None = None) -> 
 def ranks_html(recs: list[dict[str, Any]], diagram: Path | None) -> str:
     """The critical-difference diagram with the Friedman p and the critical difference, or why there is none."""
     from bench.results.leaderboard import collect, summarize
-    from bench.results.significance import critical_difference
+    from bench.results.significance import critical_difference, friedman_text
 
     cells = collect(recs)
     result, reason = critical_difference(summarize(cells)) if not cells.empty else (None, "no finished cells")
@@ -122,11 +122,6 @@ def ranks_html(recs: list[dict[str, Any]], diagram: Path | None) -> str:
         f"(α = {result['alpha']}). Mean ranks (1 = best, on the row means): {html.escape(ranks)}. Methods joined by "
         "a bar are not significantly different.</p>"
     )
-
-
-def friedman_text(p: float) -> str:
-    """The Friedman p-value, or why there is none (it needs at least 3 methods)."""
-    return f"{p:.3g}" if p == p else "not defined (it needs at least 3 methods)"
 
 
 def image_html(path: Path) -> str:

@@ -113,3 +113,9 @@ def critical_difference(summary: pd.DataFrame, alpha: float = ALPHA) -> tuple[di
     except BenchError as err:
         return None, f"critical-difference diagram skipped: {err}"
     return {**result, "table": table}, ""
+
+
+def friedman_text(p: float) -> str:
+    """The Friedman p-value of a :func:`critical_difference` result as the report and the diagram print it, or why
+    there is none (NaN: it needs at least 3 methods)."""
+    return f"{p:.3g}" if p == p else "not defined (it needs at least 3 methods)"
