@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reading_commands(sub)
 
-    from bench.results.regress import add_parser as add_regress
+    from bench.cli.regress import add_parser as add_regress
 
     add_regress(sub)
     return parser
