@@ -1,5 +1,5 @@
-"""bench.deploy.speed: the CSR inference path computes the same function; the latency protocol interleaves and
-reports."""
+"""bench.deploy.sparse_linear and bench.deploy.speed: the CSR inference path computes the same function; the
+latency protocol interleaves and reports."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import nn
 from transformers import BertForSequenceClassification
 
 from bench.core.prunable import prunable_weights
-from bench.deploy.speed import CSRLinear, measure_latency, sparse_csr_copy, speed_ups
+from bench.deploy.sparse_linear import CSRLinear, sparse_csr_copy
+from bench.deploy.speed import measure_latency, speed_ups
 from tests.conftest import tiny_config
 
 

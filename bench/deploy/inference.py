@@ -1,16 +1,17 @@
 """The ``--measure-speed`` report of a cell: CPU inference latency of its finalized model against the dense one.
 
 Four variants of the same architecture are timed in one process, interleaved
-(:func:`bench.deploy.speed.measure_latency`:
-batch 1 and 32, sequence length 128, warm-up then 20 timed runs, median and IQR):
+(:func:`bench.deploy.speed.measure_latency`: batch 1 and 32, sequence length 128, warm-up then 20 timed runs, median
+and IQR):
 
 * ``dense``: the pretrained model with the task head, unpruned (the latency any dense fine-tuned model has);
 * ``finalized``: the pruned model as training leaves it: exact zeros in dense tensors;
 * ``compacted``: dead heads and FFN units removed (:func:`bench.deploy.compaction.compact`), what ``bench export``
   writes;
 * ``sparse_csr``: the compacted model with its prunable Linears of at least :data:`CSR_MIN_SPARSITY` zeros
-  multiplied as torch sparse CSR tensors (:func:`bench.deploy.speed.sparse_csr_copy`), the sparse-kernel path standard
-  PyTorch offers on CPU; left out when no matrix is that sparse (it would be the compacted model again).
+  multiplied as torch sparse CSR tensors (:func:`bench.deploy.sparse_linear.sparse_csr_copy`), the sparse-kernel
+  path standard PyTorch offers on CPU; left out when no matrix is that sparse (it would be the compacted model
+  again).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import torch
 from torch import nn
 
 # Matrices at least this sparse are multiplied as CSR in the sparse_csr variant. Measured
-# (bench.deploy.speed.CSRLinear):
-# CSR beats dense from ~90% zeros at 128 rows; 0.85 keeps a 90% cell's matrices (a local top-k may leave 89.99%).
+# (bench.deploy.sparse_linear.CSRLinear): CSR beats dense from ~90% zeros at 128 rows; 0.85 keeps a 90% cell's
+# matrices (a local top-k may leave 89.99%).
 CSR_MIN_SPARSITY = 0.85
 
 
@@ -39,11 +40,12 @@ def speed_report(finalized: nn.Module, dense: nn.Module) -> dict[str, Any]:
     """
     from bench.deploy import speed
     from bench.deploy.compaction import compact
+    from bench.deploy.sparse_linear import CSRLinear, sparse_csr_copy
 
     compacted = compact(finalized)[0]
     models = {"dense": dense.eval(), "finalized": finalized.eval(), "compacted": compacted}
-    csr = speed.sparse_csr_copy(compacted, min_sparsity=CSR_MIN_SPARSITY)
-    if any(isinstance(module, speed.CSRLinear) for module in csr.modules()):
+    csr = sparse_csr_copy(compacted, min_sparsity=CSR_MIN_SPARSITY)
+    if any(isinstance(module, CSRLinear) for module in csr.modules()):
         models["sparse_csr"] = csr
     latency = speed.measure_latency(models, vocab_size=finalized.config.vocab_size)
     return {
