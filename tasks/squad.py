@@ -184,7 +184,10 @@ def squad_metrics(predictions: dict[str, str], examples: Any) -> dict[str, float
 
     The SQuAD v1.1 official definitions (Rajpurkar et al. 2016), computed by :class:`torchmetrics.text.SQuAD`:
     answers are lower-cased and stripped of punctuation, articles (a, an, the) and extra whitespace; each
-    example scores the maximum over its gold answers; an example without a prediction scores 0.
+    example scores the maximum over its gold answers; an example without a prediction scores 0. One departure from
+    the v1.1 script (tests/test_official_metrics.py): when a gold answer and the prediction both normalise to no
+    tokens, torchmetrics gives F1 100 (SQuAD v2's rule) where v1.1 gives 0 — possible for 3 of the 10,570
+    validation questions.
 
     Args:
         predictions: ``{example_id: answer_text}``, e.g. from :func:`postprocess_predictions`.
