@@ -240,45 +240,6 @@ def render(board: pd.DataFrame, fmt: str = "github") -> str:
     return tabulate(board, headers=["method", *board.columns], tablefmt=fmt, disable_numparse=True)
 
 
-def details(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Per-cell details: id, status, measured sparsity, verdicts, search effort and best parameters, MLflow run."""
-    from bench.results.verdicts import labels, of_record
-
-    rows = []
-    for rec in cell_records:
-        cell, search = rec["cell"], rec.get("search") or {}
-        finished = rec.get("status") == records.FINISHED
-        rows.append(
-            {
-                "cell": rec["id"][:12],
-                "method": cell["method"],
-                "task": cell["task"]["name"],
-                "sparsity": cell["sparsity"],
-                "seed": cell["seed"],
-                "status": _status(rec),
-                "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
-                "verdicts": "; ".join(labels(of_record(rec))) if finished else "",
-                "trials": search.get("n_trials", 0),
-                "best params": _params(search.get("best_params")),
-                "wall s": f"{rec.get('wall_seconds', 0):.0f}",
-                "mlflow run": rec.get("mlflow_run_id") or "",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _status(rec: dict[str, Any]) -> str:
-    if rec["status"] == records.DIVERGED:
-        return f"diverged at step {rec.get('diverged_step')}"
-    return rec["status"]
-
-
-def _params(params: dict[str, Any] | None) -> str:
-    if not params:
-        return ""
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
-
-
 def write(output: Path, to: Path | None = None) -> str:
     """Collect ``output/cells``, test the marks on ``output/predictions``, write the Markdown file ``to`` (table,
     legend, cell details; default ``output/leaderboard.md``, what ``bench run`` writes) and a ``.csv`` beside it (one
@@ -288,6 +249,7 @@ def write(output: Path, to: Path | None = None) -> str:
         BenchError: a corrupt record or predictions file, naming it.
     """
     from bench.results.annotate import legend
+    from bench.results.details import details
     from bench.results.significance import load_arrays
 
     cell_records = records.read_records(output)
