@@ -18,9 +18,10 @@ import pandas as pd
 
 from bench.core.errors import BenchError
 from bench.results.annotate import is_true
+from bench.results.cell_record import CellRecord
 from bench.results.folder import ResultsFolder
 from bench.results.leaderboard import collect, summarize
-from bench.results.records import FINISHED, find_cell
+from bench.results.records import find_cell
 from bench.results.saved_masks import layer_sparsity, load_masks
 
 ROLE_LABELS = {"q": "Q", "k": "K", "v": "V", "o": "O", "ffn_in": "FFN in", "ffn_out": "FFN out"}
@@ -118,15 +119,16 @@ def heatmap_figure(frame: pd.DataFrame, title: str):
     return fig
 
 
-def default_heatmap_cells(records: list[dict]) -> list[dict]:
-    """One finished cell per pruning method: its highest target sparsity, lowest seed."""
-    chosen: dict[str, dict] = {}
+def default_heatmap_cells(records: list[CellRecord]) -> list[CellRecord]:
+    """One finished cell per pruning method (target sparsity above 0): its highest target sparsity, lowest seed;
+    sorted by method name."""
+    chosen: dict[str, CellRecord] = {}
     for rec in records:
-        if rec.get("status") != FINISHED or rec["cell"]["sparsity"] == 0:
+        if not rec.finished or rec.cell["sparsity"] == 0:
             continue
-        key = (-rec["cell"]["sparsity"], rec["cell"]["seed"])
-        method = rec["cell"]["method"]
-        if method not in chosen or key < (-chosen[method]["cell"]["sparsity"], chosen[method]["cell"]["seed"]):
+        key = (-rec.cell["sparsity"], rec.cell["seed"])
+        method = rec.cell["method"]
+        if method not in chosen or key < (-chosen[method].cell["sparsity"], chosen[method].cell["seed"]):
             chosen[method] = rec
     return [chosen[m] for m in sorted(chosen)]
 
@@ -141,9 +143,13 @@ def file_part(name: str) -> str:
 
 
 def write_plots(
-    output: Path, records: list[dict], cells: list[str] | None = None, log: Callable[[str], None] = lambda line: None
+    output: Path,
+    records: list[CellRecord],
+    cells: list[str] | None = None,
+    log: Callable[[str], None] = lambda line: None,
 ) -> list[Path]:
-    """Write ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
+    """Write, from ``records`` (:func:`bench.results.records.read_records` of ``output``),
+    ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
     with at least 3 task@sparsity columns; else ``log`` gets one line saying why it was skipped) and
     ``heatmap-<method>-<cell id>.png`` for the chosen cells (``cells``: id prefixes; default
     :func:`default_heatmap_cells` that have saved masks). A default cell whose mask file is corrupt is skipped and
@@ -175,29 +181,29 @@ def write_plots(
         chosen = [find_cell(records, prefix) for prefix in cells]
     else:
         candidates = default_heatmap_cells(records)
-        chosen = [r for r in candidates if ResultsFolder(output).masks(r["id"]).exists()]
+        chosen = [r for r in candidates if ResultsFolder(output).masks(r.id).exists()]
         if len(chosen) < len(candidates):
-            missing = ", ".join(r["cell"]["method"] for r in candidates if r not in chosen)
+            missing = ", ".join(r.cell["method"] for r in candidates if r not in chosen)
             log(f"warning: {len(candidates) - len(chosen)} heatmap(s) skipped ({missing}): no mask files in "
                 f"{ResultsFolder(output).masks('x').parent}; earlier heatmap files are kept")
     for rec in chosen:
-        path = ResultsFolder(output).masks(rec["id"])
+        path = ResultsFolder(output).masks(rec.id)
         if not path.exists():
-            raise BenchError(f"cell {rec['id'][:12]} has no saved masks at {path} (run before masks were saved?)")
-        cell, measured = rec["cell"], rec["sparsity"]["encoder_sparsity"]
+            raise BenchError(f"cell {rec.id[:12]} has no saved masks at {path} (run before masks were saved?)")
+        cell, measured = rec.cell, rec.sparsity["encoder_sparsity"]
         title = (
             f"{cell['method']} on {cell['task']['name']}, target {cell['sparsity']:.0%} (measured {measured:.1%}), "
-            f"seed {cell['seed']}, cell {rec['id'][:12]}"
+            f"seed {cell['seed']}, cell {rec.id[:12]}"
         )
         try:
             masks = load_masks(path)
         except BenchError as err:
             if cells:
                 raise
-            log(f"warning: skipped the heatmap of cell {rec['id'][:12]}: {err}")
+            log(f"warning: skipped the heatmap of cell {rec.id[:12]}: {err}")
             continue
         figure = heatmap_figure(layer_sparsity(masks), title)
-        name = f"heatmap-{file_part(cell['method'])}-{file_part(rec['id'][:12])}.png"
+        name = f"heatmap-{file_part(cell['method'])}-{file_part(rec.id[:12])}.png"
         written.append(_save(plt, figure, folder / name))
     return written
 

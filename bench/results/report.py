@@ -22,6 +22,7 @@ import pandas as pd
 
 from bench.core.errors import BenchError
 from bench.results import records
+from bench.results.cell_record import CellRecord
 from bench.results.folder import ResultsFolder
 
 STYLE = """
@@ -45,7 +46,7 @@ def build_report(output: Path) -> Path:
     records.require_results(output)
     skipped: list[tuple[Path, str]] = []
     recs = records.read_records(output, skipped=skipped)
-    finished = [r for r in recs if r.get("status") == records.FINISHED]
+    finished = [r for r in recs if r.finished]
     def warn(line: str) -> None:  # a skipped heatmap is news; "no critical-difference diagram" is on the page
         if line.startswith("warning:"):
             print(f"bench: {line}", file=sys.stderr)
@@ -129,38 +130,43 @@ def image_html(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def cells_html(recs: list[dict[str, Any]]) -> str:
+def cells_html(recs: list[CellRecord]) -> str:
+    """The per-cell table (configuration, verdicts, best HP-search parameters, measured sparsity, MLflow run id) of
+    ``recs`` (:func:`bench.results.records.read_records`), HTML-escaped."""
     from bench.results.verdicts import labels, of_record
 
     rows = []
     for rec in recs:
-        cell, search = rec["cell"], rec.get("search") or {}
+        cell, search = rec.cell, rec.search or {}  # an unset optional field reads as a false value (ABSENT)
         config = {k: cell.get(k) for k in ("model", "budget", "method_hparams", "distillation")}
-        verdict = "; ".join(labels(of_record(rec))) if rec.get("status") == records.FINISHED else ""
+        verdict = "; ".join(labels(of_record(rec))) if rec.finished else ""
         rows.append({
-            "cell": rec["id"][:12], "method": cell["method"], "task": cell["task"]["name"],
-            "target": f"{cell['sparsity']:.0%}", "seed": cell["seed"], "status": rec["status"], "verdicts": verdict,
-            "measured": f"{rec['sparsity']['encoder_sparsity']:.2%}" if "sparsity" in rec else "",
-            "params left": f"{rec['sparsity']['remaining_params']:,}" if "sparsity" in rec else "",
+            "cell": rec.id[:12], "method": cell["method"], "task": cell["task"]["name"],
+            "target": f"{cell['sparsity']:.0%}", "seed": cell["seed"], "status": rec.status, "verdicts": verdict,
+            "measured": f"{rec.sparsity['encoder_sparsity']:.2%}" if rec.sparsity else "",
+            "params left": f"{rec.sparsity['remaining_params']:,}" if rec.sparsity else "",
             "best params": json.dumps(search.get("best_params")) if search else "",
-            "trials": search.get("n_trials", 0), "MLflow run": rec.get("mlflow_run_id") or "",
+            "trials": search.get("n_trials", 0), "MLflow run": rec.mlflow_run_id or "",
             "config": json.dumps(config, sort_keys=True),
         })  # fmt: skip
     return pd.DataFrame(rows).to_html(index=False, escape=True)
 
 
-def failures_html(recs: list[dict[str, Any]]) -> str:
-    failed = [r for r in recs if r.get("status") != records.FINISHED]
+def failures_html(recs: list[CellRecord]) -> str:
+    """The failed and diverged cells of ``recs`` with their errors and tracebacks (folded), HTML-escaped; "None."
+    when every cell finished."""
+    failed = [r for r in recs if not r.finished]
     if not failed:
         return "<p>None.</p>"
     parts = []
     for rec in failed:
-        cell = rec["cell"]
+        cell = rec.cell
+        # optional fields through the mapping view: an unset one is then None/"" instead of the ABSENT marker
         step = f" at step {rec['diverged_step']}" if rec.get("diverged_step") is not None else ""
         title = f"{cell['method']} / {cell['task']['name']} @ {cell['sparsity']:.0%} seed {cell['seed']}"
         parts.append(
-            f"<details><summary><b>{html.escape(rec['status'] + step)}</b>: {html.escape(title)} "
-            f"({html.escape(rec['id'][:12])}): {html.escape(str(rec.get('error', '')))}</summary>"
+            f"<details><summary><b>{html.escape(rec.status + step)}</b>: {html.escape(title)} "
+            f"({html.escape(rec.id[:12])}): {html.escape(str(rec.get('error', '')))}</summary>"
             f"<pre>{html.escape(str(rec.get('traceback') or 'no traceback'))}</pre></details>"
         )
     return "".join(parts)
