@@ -502,7 +502,7 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 @needs_glue
 def test_full_disk_is_refused_before_training(capsys, tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
-    monkeypatch.setattr("bench.run.runner.train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr("bench.run.cell_run.train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
     code, err, out = bench(capsys, tmp_path, *BASE, "--model", tiny_encoder, "--save-models",
                            "--train-split", "train[:16]", "--eval-split", "validation[:8]")  # fmt: skip
     assert_refused(code, err, "not enough free disk space", "1 MiB free", "MiB for records and databases",

@@ -127,7 +127,7 @@ def test_a_forgotten_cell_runs_again_and_a_deleted_record_alone_does_not(tmp_pat
         return {"metrics": {"accuracy": 80.0}, "primary_metric": "accuracy", "greater_is_better": True,
                 "sparsity": {"encoder_sparsity": 0.0, "remaining_params": 10, "total_params": 10}, "method_info": {}}
 
-    monkeypatch.setattr("bench.run.runner.train_and_evaluate", fake_training)
+    monkeypatch.setattr("bench.run.cell_run.train_and_evaluate", fake_training)
     (rec,) = run_matrix(matrix, log=lambda line: None)
     run_matrix(matrix, log=lambda line: None)
     assert len(runs) == 1, "a finished cell is skipped"

@@ -30,10 +30,11 @@ from bench.methods.movement import Movement
 from torch import nn
 from torch.nn import functional as F
 
+from bench.config.budget import training_arguments
 from bench.config.cell import Budget
 from bench.core.masking import topk_mask
 from bench.core.prunable import prunable_weights
-from bench.run.training import PruningTrainer, training_arguments
+from bench.run.training import PruningTrainer
 
 STEPS, LR_WARMUP, BATCH, SPARSITY, MASK_LR, LR = 12, 2, 4, 0.75, 1e-2, 1e-3
 

@@ -405,7 +405,7 @@ def test_a_disk_that_fills_inside_a_cell_stops_the_matrix_without_failing_the_ce
     def full(cell, run):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "models" / "x" / "model.safetensors"))
 
-    monkeypatch.setattr("bench.run.runner.train_and_evaluate", full)
+    monkeypatch.setattr("bench.run.cell_run.train_and_evaluate", full)
     code = main(["run", "--methods", "dense", "--tasks", "sst2", "--sparsities", "0.5", "--model", model,
                  "--train-split", "train[:16]", "--eval-split", "validation[:8]", "--tracking-uri", "none",
                  "--output", str(out)])  # fmt: skip

@@ -66,7 +66,7 @@ def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr("bench.run.runner.train_and_evaluate", must_not_train)
+    monkeypatch.setattr("bench.run.cell_run.train_and_evaluate", must_not_train)
     lines = []
     second = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense", "magnitude"]), log=lines.append)
     assert [r["id"] for r in second] == [r["id"] for r in first]

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - the one place that turns the unexpected into one line
-        from bench.cli.failures import environment_problem, write_crash_log
+        from bench.run.failures import environment_problem, write_crash_log
 
         problem = environment_problem(err, args)
         if problem is not None:

@@ -214,7 +214,7 @@ def check_target(to: Path, results: Path, overwrite: bool = False) -> None:
     Raises:
         BenchError: naming ``to`` and what to do.
     """
-    from bench.run.preflight import writable_folder
+    from bench.core.paths import writable_folder
 
     to, results = Path(to), Path(results)
     target, home = to.expanduser().resolve(), results.expanduser().resolve()
@@ -292,9 +292,9 @@ def evaluate_export(folder: Path, cell, record: CellRecord, task) -> dict[str, f
 
     from transformers import DataCollatorWithPadding, Trainer
 
+    from bench.config.budget import training_arguments
     from bench.config.resolve import load_tokenizer
     from bench.core.task import Featurization
-    from bench.run.training import training_arguments
 
     budget = replace(cell.budget, **(record.final_budget or {}))
     feats = Featurization(budget.max_length, budget.doc_stride)

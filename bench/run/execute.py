@@ -79,9 +79,10 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
     """
     from transformers import DataCollatorWithPadding, set_seed
 
+    from bench.config.budget import training_arguments
     from bench.core.sparsity import measure_sparsity
     from bench.results.saved_masks import save_masks
-    from bench.run.training import DevReporter, PruningTrainer, check_finite, freeze_pretrained, training_arguments
+    from bench.run.training import DevReporter, PruningTrainer, check_finite, freeze_pretrained
 
     set_seed(cell.seed)
     task_key = json.dumps(cell.task, sort_keys=True)

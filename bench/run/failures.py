@@ -1,4 +1,5 @@
-"""What ``bench`` says when something other than bad input stops a command (used by :func:`bench.cli.app.main`).
+"""What ``bench`` says when something other than bad input stops a command (used by :func:`bench.cli.app.main`, and by
+the worker (:mod:`bench.run.cell_run`), which lets these errors stop the matrix instead of failing the cell).
 
 * :func:`environment_problem`: the disk filled up (or a quota, or a file size limit, was reached) or a database file
   broke while working. These are not bugs: one line names the file and what to do.
@@ -23,6 +24,7 @@ from bench.results.folder import ResultsFolder
 NO_SPACE = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "file size limit reached"}
 FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded", "file too large")
 CORRUPT_TEXT = ("file is not a database", "database disk image is malformed")
+TRACKING_MODULE = os.path.join("bench", "run", "tracking.py")  # bench.run.tracking: its errors are the MLflow store's
 KEPT = ("Finished cells are kept (their records are in the study database too); free some space and rerun the same "
         "command.")  # fmt: skip
 
@@ -59,7 +61,7 @@ def _database(err: BaseException, args: Any) -> tuple[str, str]:
     stores = _stores(args)
     for current in _chain(err):
         for frame in traceback.extract_tb(current.__traceback__):
-            if f"{os.sep}mlflow{os.sep}" in frame.filename or frame.filename.endswith(f"bench{os.sep}tracking.py"):
+            if f"{os.sep}mlflow{os.sep}" in frame.filename or frame.filename.endswith(TRACKING_MODULE):
                 return "--tracking-uri", stores["--tracking-uri"] or "the MLflow store"
     return "--storage", stores["--storage"] or "the --storage database"
 

@@ -18,37 +18,36 @@ folder, the cell queue (``bench.db``) or the MLflow store are created. Each chec
   fits it (:meth:`bench.core.task.Task.check_model`: a fine-tuned classifier with another label count is refused), and
   ``max_length`` fits its position embeddings;
 - **splits**: every task's train and eval split exists and a slice does not reach past the split's end
-  (:func:`bench.core.task.split_problem`), read from the dataset's split info without loading it;
-- **free disk**: at least :data:`MIN_FREE_BYTES` on the output folder's file system, plus the size of the model's
-  weights for every cell that will save its model (``--save-models``, and the dense teachers of ``--distill``).
+  (:func:`bench.core.hub.split_problem`), read from the dataset's split info without loading it;
+- **free disk**: at least :data:`bench.run.cost_checks.MIN_FREE_BYTES` on the output folder's file system, plus
+  the size of the model's weights for every cell that will save its model (``--save-models``, and the dense
+  teachers of ``--distill``).
+
+The model and split checks live in :mod:`bench.run.model_checks`, the disk check and the warnings about pruning
+schedules too short for their method in :mod:`bench.run.cost_checks`.
 
 On a valid matrix the checks cost about a second (the model's config and tokenizer, each dataset's split info).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.core import registry
+from bench.core import paths
 from bench.core.errors import BenchError
-from bench.core.hub import first_line, hub_hint, split_problem, with_hub_hint
 from bench.results import records
 from bench.results.folder import ResultsFolder
+from bench.run.cost_checks import check_disk
+from bench.run.model_checks import check_length, check_model, check_splits, distinct_tasks
 
 if TYPE_CHECKING:
     from bench.config.cell import Cell
     from bench.config.matrix import Matrix
-    from bench.core.task import Task
     from bench.results.cell_record import CellRecord
 
-MIN_FREE_BYTES = 256 * 2**20  # records, the MLflow and Optuna SQLite files and their journals, leaderboards
-WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 FOLDER_RULE = (
     "A results folder holds one protocol: one model, and per task the same splits, budget and HP-search settings "
     "(adding methods, sparsities, seeds or tasks is fine)"
@@ -92,35 +91,19 @@ def check_stores(storage: str, tracking_uri: str) -> None:
 
 # ---- the output folder --------------------------------------------------------------------------------------
 def writable_folder(path: Path, what: str) -> Path:
-    """The folder that a write to ``path`` (a folder, made when missing) first touches: ``path`` itself when it
-    exists, else its nearest existing ancestor.
+    """The folder that a write to ``path`` first touches (:func:`bench.core.paths.writable_folder`), for a folder
+    that may be a results folder: when ``path`` exists and has a records folder ``cells/``, that must be a writable
+    folder too.
 
     Raises:
-        BenchError: ``path`` or an ancestor is a file, or that folder is not writable.
+        BenchError: ``path`` cannot be made or written (see :func:`bench.core.paths.writable_folder`), or its
+            ``cells/`` is not a writable folder.
     """
-    path = Path(path).expanduser().absolute()
-    try:
-        existing = path
-        while not existing.exists():
-            if existing.is_symlink():
-                raise BenchError(f"cannot create {what} {path}: {existing} is a dangling symbolic link (to "
-                                 f"{os.readlink(existing)})")  # fmt: skip
-            existing = existing.parent
-        if not existing.is_dir():
-            if existing == path:
-                kind = "a file" if existing.is_file() else "a device, pipe or socket"
-                raise BenchError(f"{what} {path} is {kind}, not a folder; choose another folder")
-            raise BenchError(f"cannot create {what} {path}: {existing} is a file, not a folder")
-    except OSError as err:
-        raise BenchError(f"cannot check {what} {path}: {err.strerror or err}") from err
-    except ValueError as err:  # e.g. an embedded NUL byte
-        raise BenchError(f"bad path for {what}: {path!r} ({err})") from err
-    if not os.access(existing, os.W_OK | os.X_OK):
-        how = "write to" if existing == path else f"create {path} in"
-        raise BenchError(f"cannot {how} {existing} (permission denied or a read-only file system); "
-                         f"choose a writable {what}")  # fmt: skip
-    cells = ResultsFolder(path).cells
-    if existing == path and cells.exists() and not (cells.is_dir() and os.access(cells, os.W_OK | os.X_OK)):
+    existing = paths.writable_folder(path, what)
+    cells = ResultsFolder(existing).cells
+    if existing == Path(path).expanduser().absolute() and cells.exists() and not (
+        cells.is_dir() and os.access(cells, os.W_OK | os.X_OK)
+    ):
         raise BenchError(f"cannot write records to {cells} (not a writable folder); choose another --output")
     return existing
 
@@ -216,239 +199,3 @@ def protocol_conflict(cell: dict[str, Any], models: set[str], expected: dict[str
     if method in spaces and theirs_space != spaces[method]:
         return f"tuned {method} on {task!r} with knobs {theirs_space!r}; this matrix has {spaces[method]!r}"
     return None
-
-
-# ---- model, heads, splits --------------------------------------------------------------------------------------
-def check_model(model: str) -> tuple[Any, int | None]:
-    """(the model's transformers config, bytes of its weight files or None when unknown).
-
-    Raises:
-        BenchError: a missing local folder or one that is not a saved model, a Hub id that cannot be resolved
-            (offline: with a hint about ``HF_HUB_OFFLINE`` and ``HF_HUB_CACHE``), no tokenizer, no weights, or an
-            architecture outside the prunable table.
-    """
-    from transformers import AutoConfig, AutoTokenizer
-
-    from bench.core.prunable import architecture_for
-
-    local = Path(model).expanduser()
-    is_local = local.exists() or looks_like_path(model)
-    weights = check_local_model(model, local) if is_local else None
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except Exception as err:  # noqa: BLE001 - OSError, ValueError, Hub errors: all mean "cannot resolve"
-        if is_local:
-            raise BenchError(f"cannot load the model saved in {local}: {first_line(err)}") from err
-        raise BenchError(with_hub_hint(
-            f"cannot resolve model {model!r}: it is not a local folder, and the Hub id failed: {first_line(err)}"
-        )) from err  # fmt: skip
-    try:
-        architecture_for(getattr(config, "model_type", None))
-    except BenchError as err:
-        raise BenchError(f"model {model!r}: {err}") from None
-    if weights is None:
-        weights = cached_weights(model)
-    try:
-        AutoTokenizer.from_pretrained(model)
-    except Exception as err:  # noqa: BLE001 - a missing or broken tokenizer raises many kinds
-        raise BenchError(with_hub_hint(f"model {model!r} has no usable tokenizer: {first_line(err)}")) from err
-    return config, weights
-
-
-POSITION_OFFSET = {"roberta": 2, "mpnet": 2}  # position ids start after the padding index
-
-
-def check_length(model: str, config: Any, cells: list[Cell]) -> None:
-    """Every cell's ``max_length`` fits the model's position embeddings.
-
-    Raises:
-        BenchError: naming the longest ``max_length`` and the model's limit.
-    """
-    positions = getattr(config, "max_position_embeddings", None)
-    if not isinstance(positions, int):
-        return
-    limit = positions - POSITION_OFFSET.get(getattr(config, "model_type", ""), 0)
-    longest = max((c.budget.max_length for c in cells if c.model == model), default=0)
-    if longest > limit:
-        raise BenchError(f"--max-length {longest} is longer than model {model!r} takes ({limit} tokens, its position "
-                         "embeddings); give --max-length (or budget.max_length) at most that")  # fmt: skip
-
-
-def looks_like_path(model: str) -> bool:
-    """A Hub id is ``name`` or ``owner/name``; anything with more slashes, or starting like a path, is a path."""
-    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
-
-
-def check_local_model(model: str, path: Path) -> int:
-    """Bytes of the weights of the saved model in folder ``path``.
-
-    Raises:
-        BenchError: no such folder, a file, no ``config.json`` or no weight files.
-    """
-    if not path.exists():
-        raise BenchError(
-            f"model {model!r}: no such folder {path.absolute()}; give a saved model folder or a Hub id such as "
-            "'sentence-transformers/all-MiniLM-L6-v2'"
-        )
-    if not path.is_dir():
-        raise BenchError(f"model {model!r}: {path} is a file; give the folder a model was saved to (save_pretrained)")
-    if not (path / "config.json").is_file():
-        raise BenchError(f"model {model!r}: {path} has no config.json, so it is not a saved transformers model")
-    size = weights_size(path)
-    if size is None:
-        raise BenchError(
-            f"model {model!r}: {path} has no weights ({' or '.join(WEIGHT_PATTERNS)}); save the model with "
-            "save_pretrained"
-        )
-    return size
-
-
-def weights_size(folder: Path) -> int | None:
-    """Bytes of the weight files in ``folder`` (safetensors when there are any, else PyTorch .bin), or None."""
-    for pattern in WEIGHT_PATTERNS:
-        files = sorted(folder.glob(pattern))
-        if files:
-            return sum(f.stat().st_size for f in files)
-    return None
-
-
-def cached_weights(model: str) -> int | None:
-    """Bytes of a Hub model's weight files in the local Hub cache, or None when they are not there (yet).
-
-    Raises:
-        BenchError: ``HF_HUB_OFFLINE`` is set and the cache has the model's config but not its weights.
-    """
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(model, allow_patterns=list(WEIGHT_PATTERNS), local_files_only=True)
-    except Exception:  # noqa: BLE001 - not cached (yet): online, training downloads it
-        folder = None
-    size = weights_size(Path(folder)) if folder else None
-    if size is None and hub_hint():
-        raise BenchError(with_hub_hint(f"model {model!r}: its weights are not in the Hub cache"))
-    return size
-
-
-def distinct_tasks(cells: list[Cell]) -> list[Task]:
-    """One task object per distinct task spec of the cells (name, dataset, splits)."""
-    tasks = {}
-    for cell in cells:
-        key = json.dumps(cell.task, sort_keys=True)
-        if key not in tasks:
-            spec = cell.task
-            task_cls = registry.tasks.get(spec["name"])
-            tasks[key] = task_cls(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
-    return list(tasks.values())
-
-
-def check_splits(task: Task) -> None:
-    """The task's train and eval splits exist in its dataset, and their slices fit.
-
-    Raises:
-        BenchError: the dataset cannot be read, a split is missing (the available ones are listed), a slice
-            reaches past its split's end (both numbers named), or selects nothing.
-    """
-    sizes = task.split_sizes()
-    if sizes is None:
-        return
-    dataset = f"{task.dataset_id}" + (f" ({task.dataset_config})" if task.dataset_config else "")
-    for role, spec in (("train split", task.train_split), ("eval split", task.eval_split)):
-        problem = split_problem(spec, sizes, dataset)
-        if problem:
-            flag = "--train-split" if role == "train split" else "--eval-split"
-            raise BenchError(f"task {task.name!r}: {role} {spec!r}: {problem} (set by {flag} or 'splits:' in the "
-                             "config)")  # fmt: skip
-
-
-# ---- schedules too short for their method (a warning, not a refusal) ----------------------------------------------
-def schedule_warnings(cells: list[Cell]) -> list[str]:
-    """One line per method whose pruning ramp in some cells is shorter than its ``min_ramp_steps``, naming the
-    cells, the ramp they get and the steps they would need. Steps are counted from the train split's example count
-    (a lower bound for QA, where one example can make several windows). Empty when every ramp is long enough or
-    a split size is unknown.
-    """
-    short: dict[str, list[str]] = {}
-    for cell in cells:
-        method_cls = registry.methods.get(cell.method)
-        if not method_cls.prunes or not method_cls.min_ramp_steps:
-            continue
-        examples = train_examples(cell)
-        if examples is None:
-            continue
-        steps = math.ceil(math.ceil(examples / cell.budget.batch_size) * cell.budget.epochs)
-        schedule = method_cls(cell.sparsity, **cell.method_hparams).pruning_schedule(max(1, steps))
-        if schedule is not None and schedule.ramp_steps < method_cls.min_ramp_steps:
-            short.setdefault(cell.method, []).append(f"{cell.label()} ramps {schedule.ramp_steps}")
-    return [
-        f"warning: {len(found)} {method} cell(s) prune over fewer steps than the method needs "
-        f"(min_ramp_steps {registry.methods.get(method).min_ramp_steps}; see its docstring): {'; '.join(found[:4])}"
-        f"{' ...' if len(found) > 4 else ''}. Their results will carry the 'short schedule' verdict; give more "
-        "steps (--epochs, a larger --train-split) or warmup_steps/cooldown_steps"
-        for method, found in short.items()
-    ]
-
-
-def train_examples(cell: Cell) -> int | None:
-    """Examples in the cell's train split spec, from the dataset card's split sizes; None when unknown."""
-    from datasets import ReadInstruction
-
-    spec = cell.task
-    try:
-        sizes = _split_sizes(spec["name"], spec["train_split"], spec["eval_split"], spec["dev_fraction"])
-        parts = ReadInstruction.from_spec(spec["train_split"]).to_absolute(sizes) if sizes else None
-    except (BenchError, ValueError, KeyError, AssertionError):
-        return None
-    return sum(part.to - part.from_ for part in parts) if parts else None
-
-
-@functools.lru_cache(maxsize=32)
-def _split_sizes(name: str, train_split: str, eval_split: str, dev_fraction: float) -> dict[str, int] | None:
-    return registry.tasks.get(name)(train_split, eval_split, dev_fraction).split_sizes()
-
-
-# ---- free disk ---------------------------------------------------------------------------------------------------
-def check_disk(matrix: Matrix, cells: list[Cell], folder: Path, done: dict[str, dict], weights: dict) -> None:
-    """At least :data:`MIN_FREE_BYTES` free where the output folder goes, plus one model's weights per cell that
-    will save its model.
-
-    Raises:
-        BenchError: not enough free space; both numbers are named.
-    """
-    saving = [
-        c for c in cells
-        if (matrix.save_models or (matrix.distill and c.method == "dense"))
-        and ((done.get(c.id) or {}).get("status") != records.FINISHED
-             or not ResultsFolder(matrix.output).model(c.id).is_dir())
-    ]  # fmt: skip
-    need = MIN_FREE_BYTES
-    if saving:
-        model = saving[0].model
-        size = weights.get(model) or estimated_weights(model)
-        need += len(saving) * size
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError as err:
-        raise BenchError(f"cannot check the free disk space of {folder}: {err.strerror or err}") from err
-    if free < need:
-        each = mib((need - MIN_FREE_BYTES) // max(1, len(saving)))
-        saved = f" plus {len(saving)} saved model(s) of {each} MiB" if saving else ""
-        raise BenchError(
-            f"not enough free disk space for output folder {matrix.output}: {mib(free)} MiB free on {folder}, "
-            f"need {mib(need)} MiB ({mib(MIN_FREE_BYTES)} MiB for records and databases{saved}); free some space or "
-            "choose an --output on another disk"
-        )
-
-
-def estimated_weights(model: str) -> int:
-    """fp32 bytes of the model's parameters, counted on the meta device (no memory, no download)."""
-    import torch
-    from transformers import AutoConfig, AutoModel
-
-    with torch.device("meta"):
-        net = AutoModel.from_config(AutoConfig.from_pretrained(model))
-    return 4 * sum(p.numel() for p in net.parameters())
-
-
-def mib(size: int) -> int:
-    return int(size) // 2**20

@@ -23,48 +23,36 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from bench.results.cell_record import FAILED, FINISHED, STATUSES, CellRecord
-from bench.run.dblock import insert_lock, schema_lock
+from bench.results.cell_record import FAILED, FINISHED, CellRecord
+from bench.run.dblock import insert_lock
+from bench.run.queue_schema import (
+    CELLS,
+    CLAIMED,
+    MEMBERS,
+    PENDING,
+    TERMINAL,
+    QueuedCell,
+    create_schema,
+    engine_options,
+    member_ids,
+    of_matrix,
+)
 
-PENDING, CLAIMED = "pending", "claimed"
-TERMINAL = STATUSES  # a done cell's state is its record's status: finished, failed or diverged
-LEGACY_FINISHED = "finalized"  # what queues made before the shared vocabulary stored for a finished cell
 Check = Callable[[list[tuple[str, dict[str, Any]]]], None]  # see CellQueue.add_matrix
-
-_metadata = sa.MetaData()
-CELLS = sa.Table(
-    "bench_cells",
-    _metadata,
-    sa.Column("cell_id", sa.String(64), primary_key=True),
-    sa.Column("matrix_id", sa.String(64), nullable=False, index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("cell_json", sa.Text, nullable=False),
-    sa.Column("options_json", sa.Text, nullable=False, default="{}"),
-    sa.Column("state", sa.String(16), nullable=False, default=PENDING),
-    sa.Column("worker", sa.String(128), nullable=True),
-    sa.Column("lease_until", sa.Float, nullable=True),
-    sa.Column("finalized_by", sa.String(128), nullable=True),
-    sa.Column("finalize_count", sa.Integer, nullable=False, default=0),
-    sa.Column("mlflow_run_id", sa.String(64), nullable=True),
-    sa.Column("record_json", sa.Text, nullable=True),
-)
-MEMBERS = sa.Table(  # which matrices list a cell, at which position
-    "bench_matrix_cells",
-    _metadata,
-    sa.Column("matrix_id", sa.String(64), primary_key=True),
-    sa.Column("cell_id", sa.String(64), primary_key=True, index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-)
 
 
 def _json(record: CellRecord | dict[str, Any]) -> str:
     """A record as the queue stores it (the JSON of its file)."""
     return json.dumps(record.to_dict() if isinstance(record, CellRecord) else record)
+
+
+def _status(record: CellRecord | dict[str, Any]) -> str:
+    """The record's status: finished, failed or diverged (tests and older callers hand plain dicts)."""
+    return record.status if isinstance(record, CellRecord) else record["status"]
 
 
 def worker_name() -> str:
@@ -89,17 +77,6 @@ def holder_is_dead(worker: str | None) -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class QueuedCell:
-    cell_id: str
-    matrix_id: str
-    cell: dict[str, Any]
-    options: dict[str, Any]
-    state: str
-    mlflow_run_id: str | None
-    worker: str | None = None
-
-
 class CellQueue:
     """Cells of one or more matrices in the database at ``url``.
 
@@ -111,26 +88,8 @@ class CellQueue:
     def __init__(self, url: str, lease_seconds: float = 120.0):
         self.url = url
         self.lease_seconds = lease_seconds
-        self.engine = sa.create_engine(url, **_engine_kwargs(url))
-        with schema_lock(url):
-            _metadata.create_all(self.engine)
-            self._backfill_members()
-            self._rename_legacy_states()
-
-    def _backfill_members(self) -> None:
-        """Give rows of a queue made before ``bench_matrix_cells`` existed their inserting matrix as a member."""
-        listed = sa.exists().where(MEMBERS.c.cell_id == CELLS.c.cell_id, MEMBERS.c.matrix_id == CELLS.c.matrix_id)
-        missing = sa.select(CELLS.c.matrix_id, CELLS.c.cell_id, CELLS.c.position).where(~listed)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(MEMBERS.insert().from_select(["matrix_id", "cell_id", "position"], missing))
-        except sa.exc.IntegrityError:
-            pass  # another process backfilled the same rows meanwhile
-
-    def _rename_legacy_states(self) -> None:
-        """Store a finished cell's state as its record's status (queues made earlier wrote ``finalized``)."""
-        with self.engine.begin() as conn:
-            conn.execute(CELLS.update().where(CELLS.c.state == LEGACY_FINISHED).values(state=FINISHED))
+        self.engine = sa.create_engine(url, **engine_options(url))
+        create_schema(self.engine, url)
 
     # ---- matrix ------------------------------------------------------------------------------------
     def add_matrix(self, matrix_id: str, cells: list[dict[str, Any]], check: Check | None = None) -> None:
@@ -176,21 +135,15 @@ class CellQueue:
         order), whichever matrix inserted them."""
         query = sa.select(CELLS).order_by(CELLS.c.matrix_id, CELLS.c.position)
         if matrix_id is not None:
-            query = _of_matrix(sa.select(CELLS), matrix_id).order_by(MEMBERS.c.position)
+            query = of_matrix(sa.select(CELLS), matrix_id).order_by(MEMBERS.c.position)
         with self.engine.connect() as conn:
-            return [
-                QueuedCell(
-                    r.cell_id, r.matrix_id, json.loads(r.cell_json), json.loads(r.options_json), r.state,
-                    r.mlflow_run_id, r.worker,
-                )  # fmt: skip
-                for r in conn.execute(query)
-            ]
+            return [QueuedCell.of_row(r) for r in conn.execute(query)]
 
     def records(self, matrix_id: str | None = None) -> list[CellRecord]:
         """The records of done cells: finished, failed or diverged (of the cells ``matrix_id`` lists, when given)."""
         query = sa.select(CELLS.c.record_json).where(CELLS.c.record_json.is_not(None))
         if matrix_id is not None:
-            query = _of_matrix(query, matrix_id)
+            query = of_matrix(query, matrix_id)
         with self.engine.connect() as conn:
             return [CellRecord.from_dict(json.loads(r[0])) for r in conn.execute(query)]
 
@@ -238,7 +191,7 @@ class CellQueue:
         """Put failed cells back to pending (``--retry-failed``); returns how many."""
         statement = CELLS.update().where(CELLS.c.state == FAILED)
         if matrix_id is not None:
-            statement = statement.where(CELLS.c.cell_id.in_(_member_ids(matrix_id)))
+            statement = statement.where(CELLS.c.cell_id.in_(member_ids(matrix_id)))
         with self.engine.begin() as conn:
             return conn.execute(statement.values(state=PENDING, worker=None, lease_until=None)).rowcount
 
@@ -281,7 +234,7 @@ class CellQueue:
             CELLS.update()
             .where(CELLS.c.cell_id == cell_id, CELLS.c.worker == worker, CELLS.c.state == CLAIMED)
             .values(
-                state=record["status"], record_json=_json(record), finalized_by=worker, lease_until=None,
+                state=_status(record), record_json=_json(record), finalized_by=worker, lease_until=None,
                 finalize_count=CELLS.c.finalize_count + 1,
             )  # fmt: skip
         )
@@ -339,16 +292,5 @@ class CellQueue:
             thread.join()
 
 
-def _member_ids(matrix_id: str) -> sa.Select:
-    return sa.select(MEMBERS.c.cell_id).where(MEMBERS.c.matrix_id == matrix_id)
-
-
-def _of_matrix(query: sa.Select, matrix_id: str) -> sa.Select:
-    """``query`` on CELLS narrowed to the cells that ``matrix_id`` lists (joined, for their position)."""
-    return query.join(MEMBERS, MEMBERS.c.cell_id == CELLS.c.cell_id).where(MEMBERS.c.matrix_id == matrix_id)
-
-
-def _engine_kwargs(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
+__all__ = ["CELLS", "CLAIMED", "FINISHED", "MEMBERS", "PENDING", "TERMINAL", "CellQueue", "QueuedCell",
+           "holder_is_dead", "worker_name"]

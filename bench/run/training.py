@@ -2,20 +2,17 @@
 
 The method touches training in three places, and only there: its optimizer parameter groups
 (:meth:`PruningTrainer.create_optimizer`), its regularization loss (:meth:`PruningTrainer.compute_loss`) and its
-after-step hook (:class:`PruningCallback`). Nothing reaches the model's forward.
+after-step hook (:class:`PruningCallback`). Nothing reaches the model's forward. The Trainer's arguments for a
+cell's budget come from :func:`bench.config.budget.training_arguments`.
 """
 
 from __future__ import annotations
 
-import math
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
-from bench.config.cell import Budget
 from bench.core.method import PruningMethod
 from bench.run import stop
 from bench.run.distillation import Distillation, distillation_loss, teacher_forward
@@ -151,38 +148,6 @@ def freeze_pretrained(model: torch.nn.Module) -> None:
     for param in base.parameters():
         if id(param) not in scores:
             param.requires_grad_(False)
-
-
-def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any) -> TrainingArguments:
-    """TrainingArguments for a cell: seeded data order, deterministic algorithms (``full_determinism``), no
-    checkpoints, no integrations, CPU when no GPU."""
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=budget.epochs,
-        per_device_train_batch_size=budget.batch_size,
-        per_device_eval_batch_size=budget.eval_batch_size,
-        learning_rate=budget.learning_rate,
-        warmup_steps=budget.warmup_ratio,
-        weight_decay=budget.weight_decay,
-        lr_scheduler_type="linear",
-        seed=seed,
-        data_seed=seed,
-        full_determinism=True,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="steps",
-        logging_steps=10,
-        report_to="none",
-        disable_tqdm=not sys.stderr.isatty(),  # progress bars in a terminal, not in CI logs
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        **extra,
-    )
-
-
-def total_steps(n_train_features: int, budget: Budget) -> int:
-    """Optimizer steps of a run: ceil(features / batch) × epochs."""
-    return max(1, math.ceil(math.ceil(n_train_features / budget.batch_size) * budget.epochs))
 
 
 def check_finite(model: torch.nn.Module, steps: int) -> None:
