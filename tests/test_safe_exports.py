@@ -1,7 +1,7 @@
 """Exports and reports you can open safely (issue 14, section 4).
 
-* :func:`bench.deploy.export.load_export` builds the compacted model class in this process and never imports code from
-  the export folder; exports hold no code.
+* :func:`bench.deploy.export.load_export` (:mod:`bench.deploy.export_format`) builds the compacted model class in this
+  process and never imports code from the export folder; exports hold no code.
 * ``bench export --to`` refuses a folder inside the results folder and a non-empty folder (``--overwrite`` replaces
   an earlier export, nothing else).
 * ``report.html`` and ``--format html`` escape every string taken from records; plot file names cannot leave
@@ -61,7 +61,7 @@ def test_exports_hold_no_code_and_load_in_process(tmp_path):
     reference = model(**inputs()).logits
     for loaded in (load_export(tmp_path), load_export(tmp_path, sparse=False)):
         assert type(loaded).__name__ == "CompactBertForSequenceClassification"
-        assert type(loaded).__module__ == "bench.deploy.export", "the class comes from the installed package"
+        assert type(loaded).__module__ == "bench.deploy.export_format", "the class comes from the installed package"
         torch.testing.assert_close(loaded(**inputs()).logits, reference, atol=1e-5, rtol=1e-5)
 
 
@@ -85,7 +85,7 @@ def test_load_export_never_imports_code_from_the_folder(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     for sparse in (True, False):
         model = load_export(folder, sparse=sparse)
-        assert type(model).__module__ == "bench.deploy.export"
+        assert type(model).__module__ == "bench.deploy.export_format"
     assert not marker.exists(), "code from the export folder ran"
 
 
