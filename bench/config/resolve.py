@@ -39,4 +39,10 @@ def task_of(cell: Cell) -> Task:
 def task_by_key(task_key: str) -> Task:
     """The task object of a cell's task spec given as sorted JSON (hashable, so it can be cached)."""
     spec = json.loads(task_key)
-    return registry.tasks.get(spec["name"])(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
+    if "definition" in spec:  # a YAML task (--include-tasks): rebuilt from the cell itself, folder or not
+        from bench.tasks.yaml_tasks import parse_config, task_class
+
+        cls = task_class(parse_config(spec["definition"], f"of the cell's task {spec['name']!r}"))
+    else:
+        cls = registry.tasks.get(spec["name"])
+    return cls(spec["train_split"], spec["eval_split"], spec["dev_fraction"])
