@@ -43,19 +43,25 @@ def classification_metrics(logits: Any, labels: Any) -> dict[str, float]:
 
 
 def _tokenize(
-    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, text_keys: tuple[str, ...], max_length: int
+    batch: dict[str, list],
+    tokenizer: PreTrainedTokenizerBase,
+    text_keys: tuple[str, ...],
+    label_field: str,
+    max_length: int,
 ) -> dict[str, list]:
     """``Dataset.map(batched=True)`` body: truncated, unpadded token ids plus ``labels``."""
     encoded = tokenizer(*(list(batch[key]) for key in text_keys), truncation=True, max_length=max_length)
-    encoded["labels"] = list(batch["label"])
+    encoded["labels"] = list(batch[label_field])
     return encoded
 
 
 class GlueTask(Task):
-    """A GLUE classification task: one or two text columns and an integer ``label`` column.
+    """A GLUE-shaped task: one or two text columns and a label column (integer class ids; a float score when
+    ``num_labels`` is 1, a regression head).
 
     Subclasses set ``name``, ``description``, ``dataset_config``, ``text_keys``, ``num_labels``,
-    ``label_words`` and, where it differs from ``"validation"``, ``eval_split``.
+    ``label_words`` and, where they differ from the defaults, ``label_field`` (``"label"``) and ``eval_split``
+    (``"validation"``). A YAML file does the same without Python (:mod:`bench.tasks.yaml_tasks`).
     """
 
     dataset_id = "nyu-mll/glue"
@@ -67,7 +73,17 @@ class GlueTask(Task):
     regression_tolerances = {"accuracy": 2.5}
     greater_is_better = True
     text_keys: ClassVar[tuple[str, ...]]
+    label_field: ClassVar[str] = "label"
     num_labels: ClassVar[int]
+    # A task from a YAML file of --include-tasks: its whole definition, which enters describe() and so cell ids.
+    definition: ClassVar[dict[str, Any] | None] = None
+
+    def describe(self) -> dict[str, Any]:
+        """:meth:`Task.describe`, plus the YAML definition of a task from ``--include-tasks``."""
+        described = super().describe()
+        if self.definition is not None:
+            described["definition"] = self.definition
+        return described
 
     @property
     def regression(self) -> bool:
@@ -111,14 +127,15 @@ class GlueTask(Task):
         Raises:
             BenchError: ``examples`` lacks a text column or ``label``.
         """
-        missing = [key for key in (*self.text_keys, "label") if key not in examples.column_names]
+        missing = [key for key in (*self.text_keys, self.label_field) if key not in examples.column_names]
         if missing:
             have = examples.column_names
             raise BenchError(f"task {self.name!r}: examples lack columns {missing}; they have {have}")
         return examples.map(
             _tokenize,
             batched=True,
-            fn_kwargs={"tokenizer": tokenizer, "text_keys": self.text_keys, "max_length": feats.max_length},
+            fn_kwargs={"tokenizer": tokenizer, "text_keys": self.text_keys, "label_field": self.label_field,
+                       "max_length": feats.max_length},  # fmt: skip
             remove_columns=examples.column_names,
             desc=f"featurize {self.name}",
         )
@@ -150,7 +167,7 @@ class GlueTask(Task):
         Raises:
             BenchError: ``examples`` has no gold labels.
         """
-        labels = self.gold_labels(examples["label"])
+        labels = self.gold_labels(examples[self.label_field])
         if self.regression:
             evaluation = self.compute_metrics(np.full(len(labels), labels.mean()), labels)
             evaluation.description = f"the mean score {labels.mean():.3g} of the eval split"
@@ -169,112 +186,16 @@ class GlueTask(Task):
         return labels
 
 
-class MNLI(GlueTask):
-    """Multi-Genre Natural Language Inference (matched validation set)."""
-
-    name = "mnli"
-    description = "GLUE MNLI: premise/hypothesis entailment, 3 classes, accuracy on validation_matched"
-    dataset_config = "mnli"
-    text_keys = ("premise", "hypothesis")
-    num_labels = 3
-    eval_split = "validation_matched"
-    presets = {
-        "quick": {"train_split": "train[:2000]", "eval_split": "validation_matched[:2000]"},
-        "paper": {"budget": {"epochs": 6, "batch_size": 32, "max_length": 128}},
-    }
-    # label ids: 0 entailment, 1 neutral, 2 contradiction
-    label_words = ("Yes", "Maybe", "No")
+# The built-in GLUE tasks are YAML files (tasks/configs/glue/*.yaml, read by bench.tasks.yaml_tasks), built into
+# classes on first use under the names the entry points and imports use (PEP 562: importing this module reads none).
+_BUILTIN = {"MNLI": "mnli", "SST2": "sst2", "CoLA": "cola", "MRPC": "mrpc", "STSB": "stsb", "RTE": "rte",
+            "WNLI": "wnli", "QNLI": "qnli"}  # fmt: skip
 
 
-class SST2(GlueTask):
-    """Stanford Sentiment Treebank, binary sentence sentiment."""
+def __getattr__(name: str) -> type[GlueTask]:
+    if name in _BUILTIN:
+        from bench.tasks.yaml_tasks import builtin
 
-    name = "sst2"
-    description = "GLUE SST-2: binary sentence sentiment, accuracy on validation"
-    dataset_config = "sst2"
-    text_keys = ("sentence",)
-    num_labels = 2
-    eval_split = "validation"
-    # label ids: 0 negative, 1 positive
-    label_words = ("terrible", "great")
-    presets = {
-        "quick": {"train_split": "train[:2000]", "eval_split": "validation"},
-        "proxy": {"train_split": "train", "eval_split": "validation"},
-    }
-
-_QUICK = {"quick": {"train_split": "train[:2000]", "eval_split": "validation"}}
-
-
-class CoLA(GlueTask):
-    """Corpus of Linguistic Acceptability: is the sentence grammatical? Matthews correlation (GLUE's metric)."""
-
-    name = "cola"
-    description = "GLUE CoLA: grammatical acceptability, Matthews correlation (and accuracy) on validation"
-    dataset_config = "cola"
-    text_keys = ("sentence",)
-    num_labels = 2
-    metrics = ("matthews_correlation", "accuracy")
-    primary_metric = "matthews_correlation"
-    label_words = ("No", "Yes")  # 0 unacceptable, 1 acceptable
-    presets = _QUICK
-
-
-class MRPC(GlueTask):
-    """Microsoft Research Paraphrase Corpus: are the two sentences paraphrases? F1 of the paraphrase class."""
-
-    name = "mrpc"
-    description = "GLUE MRPC: paraphrase detection, F1 (and accuracy) on validation"
-    dataset_config = "mrpc"
-    text_keys = ("sentence1", "sentence2")
-    num_labels = 2
-    metrics = ("f1", "accuracy")
-    primary_metric = "f1"
-    label_words = ("No", "Yes")  # 0 not equivalent, 1 equivalent
-    presets = _QUICK
-
-
-class STSB(GlueTask):
-    """Semantic Textual Similarity Benchmark: a similarity score in [0, 5], a regression head; Pearson correlation."""
-
-    name = "stsb"
-    description = "GLUE STS-B: sentence similarity regression, Pearson (and Spearman) correlation on validation"
-    dataset_config = "stsb"
-    text_keys = ("sentence1", "sentence2")
-    num_labels = 1
-    metrics = ("pearson", "spearman")
-    primary_metric = "pearson"
-    presets = _QUICK
-
-
-class RTE(GlueTask):
-    """Recognizing Textual Entailment (2.5k training pairs)."""
-
-    name = "rte"
-    description = "GLUE RTE: textual entailment, 2 classes, accuracy on validation"
-    dataset_config = "rte"
-    text_keys = ("sentence1", "sentence2")
-    num_labels = 2
-    label_words = ("Yes", "No")  # 0 entailment, 1 not entailment
-
-
-class WNLI(GlueTask):
-    """Winograd NLI (635 training pairs; its validation set is adversarial to the training set, see GLUE)."""
-
-    name = "wnli"
-    description = "GLUE WNLI: Winograd pronoun entailment, 2 classes, accuracy on validation"
-    dataset_config = "wnli"
-    text_keys = ("sentence1", "sentence2")
-    num_labels = 2
-    label_words = ("No", "Yes")  # 0 not entailment, 1 entailment
-
-
-class QNLI(GlueTask):
-    """Question NLI: does the sentence answer the question? (The offline cache of this project's machines holds
-    only its validation and test splits, so it cannot be trained there: preflight says which split is missing.)"""
-
-    name = "qnli"
-    description = "GLUE QNLI: question/sentence entailment, 2 classes, accuracy on validation"
-    dataset_config = "qnli"
-    text_keys = ("question", "sentence")
-    num_labels = 2
-    label_words = ("Yes", "No")  # 0 entailment, 1 not entailment
+        globals()[name] = cls = builtin("glue", _BUILTIN[name], name)
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

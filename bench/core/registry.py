@@ -13,58 +13,15 @@ install on two ``sys.path`` entries) is not a conflict.
 from __future__ import annotations
 
 import difflib
-import os
-import re
-from dataclasses import dataclass
+import sys
 from functools import cached_property
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import entry_points
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.core.plugin_entries import PREFER_ENV, Entry, LocalEntry, canonical_name, preferences
 
-PREFER_ENV = "BENCH_PLUGIN_PREFER"
-BUILTIN_DISTRIBUTION = "prune-bench"
-
-
-def canonical_name(distribution: str) -> str:
-    """A distribution name as PEP 503 compares them: lower case, runs of ``-_.`` as one ``-``."""
-    return re.sub(r"[-_.]+", "-", distribution).lower()
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One registered plugin: its name, the distribution that provides it (name and version), and its entry point."""
-
-    name: str
-    package: str
-    entry_point: EntryPoint
-    version: str = "?"
-
-    def load(self) -> Any:
-        return self.entry_point.load()
-
-    @property
-    def builtin(self) -> bool:
-        """True for a plugin of prune-bench itself."""
-        return canonical_name(self.package) == BUILTIN_DISTRIBUTION
-
-    def origin(self) -> dict[str, str] | None:
-        """``{"distribution": ..., "version": ...}`` for a plugin from another distribution (what enters the id of a
-        cell that uses it); None for a built-in one, so built-in cells keep their ids."""
-        return None if self.builtin else {"distribution": self.package, "version": self.version}
-
-    def where(self) -> str:
-        """``distribution version (module:attr)``, for messages."""
-        return f"{self.package} {self.version} ({self.entry_point.value})"
-
-    def describe(self) -> str:
-        """The plugin's one-line ``description`` (imports it); a plugin that fails to import says so."""
-        try:
-            obj = self.load()
-        except Exception as err:  # noqa: BLE001 - a broken plugin must not break the listing
-            return f"(cannot be loaded: {type(err).__name__}: {err})"
-        text = getattr(obj, "description", None) or (obj.__doc__ or "").strip()
-        return text.splitlines()[0] if text else ""
+__all__ = ["PREFER_ENV", "Entry", "LocalEntry", "Registry", "canonical_name", "is_reference", "reference_method"]
 
 
 class Registry:
@@ -122,6 +79,44 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.entries)
 
+    def add(self, entry: LocalEntry) -> None:
+        """Register ``entry`` in this process (``bench run --include-tasks``); a name already taken is refused.
+
+        Raises:
+            BenchError: the name is registered already (both sources named).
+        """
+        if entry.name in self.entries and self.entries[entry.name].where() != entry.where():
+            raise BenchError(f"{self.kind} name {entry.name!r} from {entry.where()} is already registered by "
+                             f"{self.entries[entry.name].where()}; rename it in its file")  # fmt: skip
+        self.entries[entry.name] = entry
+        self.__dict__["entries"] = dict(sorted(self.entries.items()))
+        self._loaded.pop(entry.name, None)
+
+    def groups(self) -> dict[str, list[str]]:
+        """``{group: [member names]}`` from the plugins' ``groups`` class attribute (loads every plugin)."""
+        found: dict[str, list[str]] = {}
+        for name in self.names():
+            for group in getattr(self.get(name), "groups", ()):
+                found.setdefault(group, []).append(name)
+        return found
+
+    def expand_group(self, group: str, members: list[str]) -> list[str]:
+        """The members of ``group`` that can run here: for tasks, those whose train split exists in their dataset
+        (QNLI's is missing from an eval-only cache); each one left out is named on stderr."""
+        if self.kind != "task":
+            return members
+        kept = []
+        for name in members:
+            task = self.get(name)()
+            sizes = task.split_sizes()
+            base = task.train_split.split("[")[0]
+            if sizes is None or base in sizes:
+                kept.append(name)
+            else:
+                print(f"bench: note: --tasks {group} leaves out {name}: its dataset has no {base!r} split here "
+                      f"(it has {', '.join(sizes) or 'none'})", file=sys.stderr)  # fmt: skip
+        return kept
+
     def get(self, name: str) -> Any:
         """The loaded plugin class registered as ``name``.
 
@@ -149,34 +144,19 @@ class Registry:
         names = [n for n in names if n]
         if names == ["all"]:
             return self.names()
-        for name in names:
-            self.entry(name)
+        if any(name not in self.entries for name in names):
+            groups = self.groups()
+            for name in names:
+                if name not in self.entries and name not in groups:
+                    raise BenchError(unknown_name_message(self.kind, name, [*self.names(), *sorted(groups)],
+                                                          f"{self.kind}s and groups" if groups else None))  # fmt: skip
+            names = [m for n in names for m in (self.expand_group(n, groups[n]) if n not in self.entries else [n])]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise BenchError(f"duplicate {self.kind}(s) in the matrix: {', '.join(duplicates)}")
         if not names:
             raise BenchError(f"no {self.kind} given; valid: all, {', '.join(self.names())}")
         return names
-
-
-def preferences() -> dict[str, str]:
-    """``{plugin name: distribution}`` from :data:`PREFER_ENV` (``"name=distribution,name=distribution"``).
-
-    Raises:
-        BenchError: an item that is not ``name=distribution``, or a name given twice.
-    """
-    text = os.environ.get(PREFER_ENV, "")
-    chosen: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        name, sep, distribution = (s.strip() for s in item.partition("="))
-        if not sep or not name or not distribution:
-            raise BenchError(f"{PREFER_ENV}: expected name=distribution[,name=distribution...], got {item!r}")
-        if name in chosen and canonical_name(chosen[name]) != canonical_name(distribution):
-            raise BenchError(f"{PREFER_ENV}: {name!r} is given twice ({chosen[name]!r} and {distribution!r})")
-        chosen[name] = distribution
-    return chosen
 
 
 def unknown_name_message(kind: str, name: str, valid: list[str], plural: str | None = None) -> str:

@@ -86,6 +86,7 @@ class Task(ABC):
         regression_tolerances: ``{metric: absolute tolerance}`` in the metric's units, with which ``bench regress``
             writes a new baseline for this task's cells (a baseline file's own tolerances win); a metric not named
             gets :data:`DEFAULT_REGRESSION_TOLERANCE`.
+        groups: the task groups it belongs to (e.g. ``("glue",)``): ``--tasks glue`` names every trainable member.
 
     Args:
         train_split, eval_split: overrides of the class defaults (from the CLI or a matrix config).
@@ -105,6 +106,7 @@ class Task(ABC):
     label_words: ClassVar[tuple[str, ...]] = ()
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     regression_tolerances: ClassVar[Mapping[str, float]] = {}
+    groups: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, train_split: str | None = None, eval_split: str | None = None, dev_fraction: float = 0.1):
         if not 0.0 < dev_fraction < 1.0:
