@@ -107,11 +107,22 @@ def test_update_merges_a_methods_subset_and_keeps_tolerances():
     assert new["cells"]["dense/sst2/0"] == old["cells"]["dense/sst2/0"]
     assert new["cells"]["magnitude/sst2/0.5"] == {"accuracy": 70.123457, "encoder_sparsity": 0.5, "train_loss": 0.25}
     assert new["tolerances"]["accuracy"] == 0.5 and new["tolerances"]["custom"] == 3.0
-    assert new["tolerances"]["train_loss"] == baseline_file.DEFAULT_TOLERANCES["train_loss"]
+    assert new["tolerances"]["train_loss"] == baseline_file.RUN_TOLERANCES["train_loss"]
     assert new["tolerances_comment"] == "why"
     assert new["versions"]["torch"]
     fresh = baseline_file.updated_baseline(None, [record()], ["magnitude"], baseline_file.current_settings())
-    assert fresh["tolerances"] == baseline_file.DEFAULT_TOLERANCES and list(fresh["cells"]) == ["magnitude/sst2/0.5"]
+    # A new file takes each task's tolerances from the task (SST-2 accuracy; SQuAD EM and F1) and the run's own.
+    assert fresh["tolerances"] == {"train_loss": 0.01, "encoder_sparsity": 0.002, "accuracy": 2.5, "exact_match": 1.0,
+                                   "f1": 1.0}  # fmt: skip
+    assert list(fresh["cells"]) == ["magnitude/sst2/0.5"]
+
+
+def test_default_tolerances_come_from_the_tasks_and_a_shared_metric_takes_the_stricter():
+    assert baseline_file.default_tolerances(["stsb"]) == {"train_loss": 0.01, "encoder_sparsity": 0.002,
+                                                          "pearson": 1.0, "spearman": 1.0}  # fmt: skip
+    # MRPC reports f1 (default 1.0) and accuracy (GLUE's 2.5); SQuAD's f1 is 1.0 too; CoLA adds Matthews.
+    both = baseline_file.default_tolerances(["mrpc", "squad", "cola"])
+    assert both["accuracy"] == 2.5 and both["f1"] == 1.0 and both["matthews_correlation"] == 1.0
 
 
 def test_settings_differences_are_named():

@@ -46,14 +46,25 @@ SETTINGS: dict[str, Any] = {
     },
 }
 
-# Absolute tolerances of a new baseline file (the file's own tolerances win; edit them there).
-DEFAULT_TOLERANCES: dict[str, float] = {
-    "train_loss": 0.01,
-    "accuracy": 2.5,
-    "f1": 1.0,
-    "exact_match": 1.0,
-    "encoder_sparsity": 0.002,
-}
+# Absolute tolerances of a new baseline file (the file's own tolerances win; edit them there): these two for every
+# cell, and each task's metrics from the task (Task.regression_tolerances, see default_tolerances).
+RUN_TOLERANCES: dict[str, float] = {"train_loss": 0.01, "encoder_sparsity": 0.002}
+
+
+def default_tolerances(tasks: list[str]) -> dict[str, float]:
+    """``{metric: absolute tolerance}`` of a new baseline file for cells of ``tasks``: :data:`RUN_TOLERANCES` and
+    each task's metrics as the task declares them (``Task.regression_tolerances``, else
+    ``bench.core.task.DEFAULT_REGRESSION_TOLERANCE``); a metric two tasks share gets the stricter one."""
+    from bench.core import registry
+    from bench.core.task import DEFAULT_REGRESSION_TOLERANCE
+
+    tolerances = dict(RUN_TOLERANCES)
+    for name in tasks:
+        task = registry.tasks.get(name)
+        for metric in task.metrics:
+            value = float(task.regression_tolerances.get(metric, DEFAULT_REGRESSION_TOLERANCE))
+            tolerances[metric] = min(value, tolerances.get(metric, value))
+    return tolerances
 TOLERANCES_COMMENT = (
     "Absolute tolerances (accuracy, f1, exact_match in points of %; encoder_sparsity a fraction; train_loss the "
     "Trainer's average training loss, regularizers included). Measured on the reference machine (2 cores, torch "
@@ -134,7 +145,7 @@ def updated_baseline(
         "it after an intended change with `bench regress --update-baseline`.",
         "settings": settings,
         "versions": {**old.get("versions", {}), **package_versions()},
-        "tolerances": {**DEFAULT_TOLERANCES, **old.get("tolerances", {})},
+        "tolerances": {**default_tolerances(settings["tasks"]), **old.get("tolerances", {})},
         "tolerances_comment": old.get("tolerances_comment", TOLERANCES_COMMENT),
         "cells": dict(sorted(cells.items())),
     }
