@@ -69,10 +69,14 @@ def test_best_follows_the_metric_direction():
 def test_text_formats_mark_the_best_and_show_every_column(fmt, bold, marker):
     text = render_board(ranked_board(), fmt)
     assert marker in text and bold in text and text.count(bold) == 1
-    for header in ("value", "n", "encoder sparsity", "params left", "reached", "trials", "wall", "p vs best"):
+    for header in ("value", "n", "encoder sparsity", "params left", "reached", "trials", "p vs best"):
         assert header in text
+    for header in ("wall", "file", "structure", "speed-up b1", "speed-up b32"):
+        table = text.split("\n\n")[0]  # the legend follows a blank line
+        assert header not in table, f"{header!r}: empty in every row (no wall time, export or speed recorded)"
     reached = "85.0\\%" if fmt == "latex" else "85.0%"  # a bare % starts a LaTeX comment
-    assert "accuracy ↑" in text and reached in text, "arrow, and the sparsity l0 reached before projection"
+    arrow = "accuracy $\\uparrow$" if fmt == "latex" else "accuracy ↑"
+    assert arrow in text and reached in text, "arrow, and the sparsity l0 reached before projection"
     assert "Paired sign-flip permutation test" in text, "the legend under the table"
 
 
@@ -118,3 +122,40 @@ def test_no_matching_reference_rows_leave_the_board_as_it_is():
     empty = pd.DataFrame(columns=["task", "target_sparsity", "metric", "label", "source", "table", "value", "sparsity"])
     b = with_reference(board(), empty)
     assert list(b["method"]) == ["dense", "movement", "l0"] and not b["reference"].any()
+
+
+# ---- LaTeX that compiles ---------------------------------------------------------------------------------------
+def unescaped(text: str, char: str) -> int:
+    """How often ``char`` occurs without a backslash before it."""
+    return sum(1 for i, c in enumerate(text) if c == char and (i == 0 or text[i - 1] != "\\"))
+
+
+def check_latex(text: str) -> None:
+    """What pdflatex needs from a table and its legend, checked structurally (no TeX installation here): ASCII
+    only (no unmapped ↑, ±, é), balanced braces, paired math ``$``, no bare % # _ ^ ~, and the same number of
+    column separators in every row of the tabular."""
+    assert text.isascii(), sorted({c for c in text if not c.isascii()})
+    assert unescaped(text, "{") == unescaped(text, "}")
+    assert unescaped(text, "$") % 2 == 0
+    for char in "%#_^~":
+        assert unescaped(text, char) == 0, char
+    table = text[text.index("\\begin{tabular}") : text.index("\\end{tabular}")]
+    rows = [line for line in table.splitlines()[1:] if line.strip().endswith("\\\\")]
+    assert len({unescaped(row, "&") for row in rows}) == 1, rows
+
+
+def test_latex_compiles_structurally_with_hostile_names():
+    hostile = record("mo_ve%ment #1 {x} ~^ $a$ ±é↑", "mnli", 0.9, 0, 70.0, 0.9)
+    hostile["baseline"] = {"description": "class 1 ('great') & 50% — ≥ ≈ \\ end"}
+    text = render_board(ranked_board([*RECORDS, hostile]), "latex")
+    check_latex(text)
+    assert "mo\\_ve\\%ment \\#1 \\{x\\} \\textasciitilde{}\\textasciicircum{} \\$a\\$ $\\pm$e$\\uparrow$" in text
+    check_latex(render_board(ranked_board(), "latex"))
+
+
+@pytest.mark.parametrize("bad", ["100%", "a_b", "x & y", "{", "↑"])
+def test_the_latex_check_catches_each_mistake(bad):
+    good = "\\begin{tabular}{ll}\n h & i \\\\\n a & b \\\\\n\\end{tabular}"
+    check_latex(good)
+    with pytest.raises(AssertionError):
+        check_latex(good.replace(" b ", f" {bad} "))

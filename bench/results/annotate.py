@@ -165,7 +165,28 @@ def legend_lines(board: pd.DataFrame) -> list[str]:
     return lines
 
 
-LATEX = str.maketrans({"%": "\\%", "&": "\\&", "#": "\\#", "_": "\\_", "$": "\\$"})
+# LaTeX's special characters and the non-ASCII ones our tables use, as pdflatex reads them without extra packages.
+LATEX = str.maketrans({
+    "\\": "\\textbackslash{}", "{": "\\{", "}": "\\}", "%": "\\%", "&": "\\&", "#": "\\#", "_": "\\_",
+    "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}", "↑": "$\\uparrow$", "↓": "$\\downarrow$",
+    "×": "$\\times$", "±": "$\\pm$", "≈": "$\\approx$", "≥": "$\\geq$", "≤": "$\\leq$", "·": "$\\cdot$",
+    "→": "$\\rightarrow$", "−": "-", "—": "---", "–": "--", "…": "\\ldots{}", "†": "\\dag{}", "‡": "\\ddag{}",
+    "’": "'", "‘": "`", "“": "``", "”": "''", "σ": "$\\sigma$", "λ": "$\\lambda$", "θ": "$\\theta$",
+})  # fmt: skip
+
+
+def latex_escape(text: Any) -> str:
+    """``text`` as LaTeX that pdflatex compiles: special characters escaped, the symbols above as math, any other
+    non-ASCII character transliterated (accents dropped) or, failing that, replaced by ``?``."""
+    import unicodedata
+
+    escaped = str(text).translate(LATEX)
+    if escaped.isascii():
+        return escaped
+    return "".join(
+        ch if ch.isascii() else unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?"
+        for ch in escaped
+    )
 
 
 def legend(board: pd.DataFrame, fmt: str) -> str:
@@ -175,7 +196,7 @@ def legend(board: pd.DataFrame, fmt: str) -> str:
     if fmt == "md":
         return "\n".join(f"- {line}" for line in lines)
     if fmt == "latex":
-        return "\n".join(f"{line.translate(LATEX)}\\par" for line in lines)
+        return "\n".join(f"{latex_escape(line)}\\par" for line in lines)
     if fmt == "html":
         return "".join(f"<p class=muted>{html.escape(line)}</p>" for line in lines)
     return ""

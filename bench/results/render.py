@@ -22,7 +22,7 @@ from tabulate import tabulate
 
 from bench.core.errors import BenchError
 from bench.core.registry import is_reference
-from bench.results.annotate import BOLD, LATEX, MARK_COLUMNS, MISSING, known, legend, percent, value_text
+from bench.results.annotate import BOLD, MARK_COLUMNS, MISSING, known, latex_escape, legend, percent, value_text
 
 FORMATS = ("md", "csv", "latex", "html")
 _TABLEFMT = {"md": "github", "latex": "latex_raw", "html": "unsafehtml"}
@@ -30,7 +30,9 @@ HEADERS = ["task", "sparsity", "method", "metric", "value", "n", "encoder sparsi
            "trials", "wall", "file", "structure", "speed-up b1", "speed-up b32", "p vs best"]  # fmt: skip
 _ROLE_ORDER = {"dense": 0, "baseline": 1}
 # Names and descriptions are text; the tables are rendered raw so that the bold markup survives.
-_ESCAPE = {"md": str, "latex": lambda text: str(text).translate(LATEX), "html": html.escape}
+_ESCAPE = {"md": str, "latex": latex_escape, "html": html.escape}
+# Columns that stay even when empty in every row (the others are dropped: no speed measured, no search run, ...).
+_ALWAYS = {"task", "sparsity", "method", "metric", "value", "n", "encoder sparsity", "params left"}
 
 
 def filter_cells(
@@ -133,7 +135,10 @@ def render_board(board: pd.DataFrame, fmt: str, with_legend: bool = True) -> str
     if board.empty:
         return "(no finished cells)"
     rows = [_row(r, BOLD[fmt], _ESCAPE[fmt]) for r in board.itertuples()]
-    text = tabulate(rows, headers=HEADERS, tablefmt=_TABLEFMT[fmt], disable_numparse=True)
+    keep = [i for i, h in enumerate(HEADERS) if h in _ALWAYS or any(row[i] not in ("", "—") for row in rows)]
+    rows = [[row[i] for i in keep] for row in rows]
+    text = tabulate(rows, headers=[_ESCAPE[fmt](HEADERS[i]) for i in keep], tablefmt=_TABLEFMT[fmt],
+                    disable_numparse=True)  # fmt: skip
     notes = legend(board, fmt) if with_legend else ""
     return f"{text}\n\n{notes}" if notes else text
 
@@ -154,7 +159,15 @@ def _row(r: Any, bold: str, escape) -> list[str]:
         _known(getattr(r, "structured", None), "{:.0%}".format),
         _speed(r, 1), _speed(r, 32), _known(getattr(r, "p_vs_best", None), "{:.3g}".format),
     ]  # fmt: skip
-    return [value_text(r, bold) if cell is None else escape(cell) for cell in cells]
+    return [_value(r, bold, escape) if cell is None else escape(cell) for cell in cells]
+
+
+def _value(r: Any, bold: str, escape) -> str:
+    """The value cell: its text ``escape``d, then the bold markup put around the part :func:`value_text` bolds."""
+    start, end = "\x00", "\x01"
+    text = escape(value_text(r, f"{start}{{}}{end}"))
+    before, after = bold.format("\x02").split("\x02")
+    return text.replace(start, before).replace(end, after)
 
 
 def _speed(r: Any, batch: int) -> str:
