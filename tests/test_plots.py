@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -21,6 +23,19 @@ def test_plots_one_pareto_per_task_and_one_heatmap_per_method(tmp_path, tiny_mod
     recs = records.read_records(matrix.output)
     chosen = default_heatmap_cells(recs)
     assert [(r["cell"]["method"], r["cell"]["sparsity"]) for r in chosen] == [("magnitude", 0.9), ("movement", 0.9)]
+    assert {r["preset"] for r in recs} == {"quick"}, "the preset is recorded beside the cell"
+
+    # The Pareto title names the model, the preset and the seeds; the legend sits right of the axes, off the data.
+    from bench.results.leaderboard import collect, summarize
+    from bench.results.plots import pareto_figure, protocol_line
+
+    figure = pareto_figure(summarize(collect(recs)), "sst2", protocol_line(recs, "sst2"))
+    axes = figure.axes[0]
+    assert axes.get_title().splitlines() == ["sst2: accuracy against remaining weights",
+                                             f"{Path(tiny_model_dir).name} · preset quick · 1 seed"]  # fmt: skip
+    figure.canvas.draw()
+    legend = axes.get_legend().get_window_extent()
+    assert legend.x0 >= axes.get_window_extent().x1, "the legend starts right of the plotting area"
 
     skipped: list[str] = []
     written = write_plots(matrix.output, recs, log=skipped.append)

@@ -114,6 +114,7 @@ class CellRecord(Mapping):
     git_commit: str | None = _field((TEXT, None))
     mlflow_run_id: str | None = _field((TEXT, None))
     worker: str | None = _field((TEXT, None))  # the queue worker (host:pid:random) that ran it
+    preset: str | None = _field((TEXT, None))  # the matrix preset that set its budget and splits (not in the id)
     wall_seconds: float = _field(NUMBER)  # search and final run, seconds
     error: str | None = _field((TEXT, None))  # failed and diverged cells
     traceback: str | None = _field((TEXT, None))  # failed cells

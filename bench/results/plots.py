@@ -36,16 +36,28 @@ def _pyplot():
     return plt
 
 
-def pareto_figure(summary: pd.DataFrame, task: str):
+def protocol_line(records: list[CellRecord], task: str) -> str:
+    """``MiniLM-L6-v2 · preset quick · 3 seeds``: what the figure of ``task`` was measured with, from its finished
+    records (cells from before the preset was recorded say so)."""
+    done = [r for r in records if r.finished and r.cell["task"]["name"] == task]
+    models = sorted({str(r.cell["model"]).rstrip("/").rsplit("/", 1)[-1] for r in done})
+    presets = sorted({str(r.get("preset")) for r in done if r.get("preset")})
+    seeds = len({r.cell["seed"] for r in done})
+    preset = f"preset {', '.join(presets)}" if presets else "preset not recorded"
+    return f"{', '.join(models)} · {preset} · {seeds} seed{'s' if seeds != 1 else ''}"
+
+
+def pareto_figure(summary: pd.DataFrame, task: str, protocol: str = ""):
     """The Pareto figure of ``task`` from :func:`bench.results.leaderboard.summarize` rows (x: remaining fraction of the
     encoder's prunable weights, measured; y: mean primary metric with its 95% interval as bars, none where not
-    recorded; hollow markers: chance rows; dashed: dense; dotted: the trivial baseline)."""
+    recorded; hollow markers: chance rows; dashed: dense; dotted: the trivial baseline). ``protocol``
+    (:func:`protocol_line`) is the title's second line; the legend sits outside the axes, off the data."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
     plt = _pyplot()
     rows = summary[summary["task"] == task]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(9.0, 4.4), dpi=120)
     metric = rows["metric"].iloc[0]
     pruned = rows[rows["role"] == "pruned"]
     for method, group in pruned.groupby("method"):
@@ -77,9 +89,9 @@ def pareto_figure(summary: pd.DataFrame, task: str):
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("encoder weights remaining (measured, log scale)")
     ax.set_ylabel(f"{metric} (%), 95% intervals")
-    ax.set_title(f"{task}: {metric} against remaining weights")
+    ax.set_title(f"{task}: {metric} against remaining weights" + (f"\n{protocol}" if protocol else ""), fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(handles=handles, fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
 
@@ -168,7 +180,8 @@ def write_plots(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for task in sorted(summary["task"].unique()):
-        written.append(_save(plt, pareto_figure(summary, task), folder / f"pareto-{file_part(task)}.png"))
+        figure = pareto_figure(summary, task, protocol_line(records, task))
+        written.append(_save(plt, figure, folder / f"pareto-{file_part(task)}.png"))
     from bench.results.significance import critical_difference
 
     result, reason = critical_difference(summary)

@@ -86,7 +86,7 @@ class CellRunner:
         from bench.run.training import DivergenceError
 
         base = {"id": cell.id, "cell": cell.to_dict(), "git_commit": git_commit(), "mlflow_run_id": run_id,
-                "worker": self.worker}  # fmt: skip
+                "worker": self.worker, "preset": options.get("preset")}  # fmt: skip
         started = time.perf_counter()
         teacher = self.folder.model(cell.distillation["teacher"]) if cell.distillation else None
         try:

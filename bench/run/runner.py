@@ -50,7 +50,8 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     log = ProgressLog(log, matrix.output)  # the terminal, and OUTPUT/logs/progress.log
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
     mid = matrix_id(cells)
-    options = {"save_model": matrix.save_models, "timeout": matrix.timeout, "measure_speed": matrix.measure_speed}
+    options = {"save_model": matrix.save_models, "timeout": matrix.timeout, "measure_speed": matrix.measure_speed,
+               "preset": matrix.preset}  # fmt: skip
     queued = [{"id": c.id, "cell": c.to_dict(), "options": cell_options(matrix, c, options)} for c in cells]
     queue.add_matrix(mid, queued, check=lambda others: preflight.check_queued(matrix, cells, others))
     prepare_teachers(queue, matrix.output, mid, log, retry_failed)
