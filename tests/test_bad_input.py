@@ -292,7 +292,7 @@ GOOD = "methods: [dense, movement]\ntasks: [sst2]\nsparsities: [0.5]\n"
         (GOOD + "search_space: {mask_lr: {low: 0.1, high: 0.01}}\n", ["line 4", "low (0.1) must not exceed high"]),
         (GOOD + "search_space: {learning_rate: fast}\n", ["line 4", "search_space.learning_rate", "number > 0"]),
         (GOOD + "search_space: {mask_rate: 0.1}\n", ["line 4", "unknown search knob 'mask_rate'", "'mask_lr'"]),
-        (GOOD + "distillation: {temperature: 0}\n", ["line 4", "temperature > 0"]),
+        (GOOD + "distillation: {temperature: 0}\n", ["line 4", "distillation.temperature: expected a number > 0"]),
         (GOOD + "distillation: {temp: 2}\n", ["line 4", "unknown setting 'temp'"]),
         (GOOD + "distill: maybe\n", ["line 4", "distill: expected true or false"]),
         (GOOD + "output: 5\n", ["line 4", "output: expected a non-empty string, got 5 (int)"]),
@@ -340,7 +340,7 @@ def test_max_length_longer_than_the_model_takes_is_refused(tmp_path, tiny_encode
 
 def test_numbers_in_exponent_form_are_numbers(tmp_path):
     """Plain PyYAML reads ``1e-2`` as a string; the config loader reads it as YAML 1.2 does."""
-    from bench.config.fields import load_config
+    from bench.config.yaml_config import load_config
 
     config = tmp_path / "matrix.yaml"
     config.write_text(GOOD + "method_hparams: {movement: {mask_lr: 1e-2}}\nbudget: {learning_rate: 3E-5}\n")
@@ -414,9 +414,9 @@ def test_output_folder_of_another_protocol_is_refused_naming_a_record(capsys, tm
         assert word in message
 
     config = tmp_path / "second.yaml"
-    config.write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in {
-        "methods": second.methods, "tasks": second.tasks, "sparsities": second.sparsities, "model": second.model,
-        "splits": second.splits, "budget": second.budget, "trials": second.trials}.items() if v is not None}))
+    given = second.model_dump(mode="json", exclude_none=True)
+    keys = ("methods", "tasks", "sparsities", "model", "splits", "budget", "trials")
+    config.write_text(json.dumps({k: v for k, v in given.items() if k in keys}))
     code, stderr, _ = bench(capsys, tmp_path, "--config", str(config), output=first.output)
     assert_refused(code, stderr, "another protocol")
     assert snapshot(first.output) == before, "nothing was written"

@@ -2,7 +2,7 @@
 
 Random configs (a mix of valid values, wrong types, unknown keys and random strings, numbers, lists and mappings
 for every known key, and now and then a file that is not YAML at all) go through the same path as
-``bench run --config FILE`` up to the cells: ``matrix_fields`` → ``Matrix`` → ``expand``. No data, no training.
+``bench run --config FILE`` up to the cells: ``matrix_from_args`` → ``expand``. No data, no training.
 """
 
 from __future__ import annotations
@@ -17,12 +17,40 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from bench.cli.app import build_parser, matrix_fields
+from bench.cli.app import build_parser
+from bench.cli.run import matrix_from_args
 from bench.config.cell import Budget, Cell
-from bench.config.fields import BUDGET_RULES, KEYS, is_number
-from bench.config.matrix import Matrix, expand
+from bench.config.matrix import expand
+from bench.config.model import MatrixConfig
+from bench.config.parts import BudgetOverrides
 from bench.core import registry
 from bench.core.errors import BenchError
+
+KEYS = tuple(MatrixConfig.model_fields)
+
+
+def rule(name: str) -> tuple[bool, float, bool, float | None]:
+    """(integer?, lowest allowed, lowest is allowed?, highest allowed or None) of budget setting ``name``, read from
+    its declaration in :class:`BudgetOverrides`."""
+    declared = BudgetOverrides.model_fields[name]
+    integer = "int" in str(declared.annotation) and "float" not in str(declared.annotation)
+    limits = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in declared.metadata
+              if type(m).__name__ in ("Gt", "Ge", "Le")}  # fmt: skip
+    low = limits.get("Gt", limits.get("Ge"))
+    return integer, low, "Ge" in limits, limits.get("Le")
+
+
+BUDGET_RULES = {name: rule(name) for name in BudgetOverrides.model_fields}
+
+
+def is_number(value, integer: bool = False) -> bool:
+    """A finite int or float (an int where ``integer``); booleans are not numbers."""
+    if isinstance(value, bool):
+        return False
+    if integer:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
 
 METHODS = registry.methods.names()
 TASKS = registry.tasks.names()
@@ -215,7 +243,7 @@ def test_random_configs_give_valid_cells_or_a_bench_error(text):
         path.write_text(text)
         args = build_parser().parse_args(["run", "--config", str(path)])
         try:
-            cells = expand(Matrix(**matrix_fields(args)))
+            cells = expand(matrix_from_args(args))
         except BenchError as err:
             assert str(err), "a BenchError says what is wrong"
             event(f"BenchError: {re.sub(r'/tmp/[^ :]*', 'FILE', str(err))[:45]}")
@@ -235,7 +263,7 @@ def test_the_strategies_reach_valid_matrices_too():
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "m.yaml"
         path.write_text(yaml.safe_dump(config))
-        cells = expand(Matrix(**matrix_fields(build_parser().parse_args(["run", "--config", str(path)]))))
+        cells = expand(matrix_from_args(build_parser().parse_args(["run", "--config", str(path)])))
     assert [c.method for c in cells] == ["dense", "movement"]
     for cell in cells:
         assert_valid(cell)

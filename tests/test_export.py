@@ -244,12 +244,13 @@ def test_export_needs_a_saved_model_and_a_known_cell(tmp_path, tiny_model_dir):
 
 
 def test_measure_speed_is_a_flag_and_a_checked_config_key(tmp_path):
-    from bench.cli.app import build_parser, matrix_fields
-    from bench.config.fields import load_config
+    from bench.cli.app import build_parser
+    from bench.cli.run import matrix_values
+    from bench.config.yaml_config import load_config
 
     argv = ["run", "--methods", "dense", "--tasks", "sst2", "--sparsities", "0.5"]
-    assert matrix_fields(build_parser().parse_args([*argv, "--measure-speed"]))["measure_speed"] is True
-    assert "measure_speed" not in matrix_fields(build_parser().parse_args(argv))
+    assert matrix_values(build_parser().parse_args([*argv, "--measure-speed"]))[0]["measure_speed"] is True
+    assert "measure_speed" not in matrix_values(build_parser().parse_args(argv))[0]
     config = tmp_path / "matrix.yaml"
     config.write_text("methods: [dense]\ntasks: [sst2]\nsparsities: [0.5]\nmeasure_speed: often\n")
     with pytest.raises(BenchError, match="measure_speed"):

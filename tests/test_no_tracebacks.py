@@ -267,7 +267,7 @@ def internal_error(proc: subprocess.CompletedProcess, *words: str) -> Path:
 
 
 def test_a_bug_is_one_line_naming_a_log_file_in_the_temp_folder(tmp_path):
-    proc = run_patched("cli.cmd_ls = lambda args: 1 / 0", ["ls", "methods"], tmp_path)
+    proc = run_patched("import bench.cli.run as run; run.cmd_ls = lambda args: 1 / 0", ["ls", "methods"], tmp_path)
     log = internal_error(proc, "ZeroDivisionError", "division by zero")
     assert log.parent == tmp_path and log.name.startswith("bench-error-")
     assert "bench ls methods" in log.read_text()

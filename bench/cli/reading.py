@@ -76,7 +76,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def long_board_text(recs: list[dict], args: argparse.Namespace) -> str:
     """The long board of ``recs`` (filtered by ``args.task``/``methods``/``sparsity``, with ``--reference`` rows)
     in ``args.format`` (default md); marks are tested on the predictions in ``args.output``."""
-    from bench.config.fields import parse_list
+    from bench.config.types import parse_list
     from bench.results import reference
     from bench.results.leaderboard import board as ranked
     from bench.results.leaderboard import collect

@@ -93,8 +93,7 @@ class PruningMethod(ABC):
         cls.defaults = MappingProxyType(dataclasses.asdict(cls.Hparams()))
 
     def __init__(self, sparsity: float, *, seed: int = 0, **hparams: Any):
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-            raise BenchError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+        check_sparsity(sparsity)
         unknown = sorted(set(hparams) - set(self.defaults))
         if unknown:
             raise BenchError(
@@ -258,6 +257,18 @@ def check_schedule_hparams(method: str, hparams: Mapping[str, Any]) -> None:
             PruningSchedule.of(10**6, hparams.get("warmup_frac", 0.0), hparams.get("cooldown_frac", 0.0))
         except ValueError as err:
             raise BenchError(f"method {method!r}: {err}") from err
+
+
+def check_sparsity(sparsity: Any) -> float:
+    """``sparsity`` if it is a target sparsity: a fraction of exact zeros in [0, 1) (1 would remove every weight).
+    The one place of this rule: a method's constructor and the matrix config (bench.config) both ask it.
+
+    Raises:
+        BenchError: ``sparsity must be a number in [0, 1), got ...`` (booleans, NaN and strings included).
+    """
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
+        raise BenchError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    return sparsity
 
 
 def hparam_problem(default: Any, value: Any) -> str | None:

@@ -10,36 +10,13 @@ For extractive QA the KL term is the mean of the start-logit and end-logit terms
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.core.errors import BenchError
-
-
-@dataclass(frozen=True)
-class Distillation:
-    """Distillation settings; they enter the id of every distilled cell.
-
-    Attributes:
-        temperature: softmax temperature T > 0.
-        alpha_distil: weight of the KL term, ≥ 0.
-        alpha_ce: weight of the task loss, ≥ 0.
-    """
-
-    temperature: float = 2.0
-    alpha_distil: float = 0.9
-    alpha_ce: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.alpha_distil < 0 or self.alpha_ce < 0:
-            raise BenchError(f"distillation needs temperature > 0 and alphas >= 0, got {self}")
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+from bench.config.parts import Distillation
 
 
 def kl_term(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:

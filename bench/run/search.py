@@ -15,56 +15,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from bench.core.errors import BenchError
+from bench.config.search import search_spec  # noqa: F401 - the cell id part lives in bench.config; importable here too
 
-SAMPLER, PRUNER = "TPESampler", "MedianPruner"
 FINISHED_STATES = ("COMPLETE", "PRUNED")
-
-
-def search_spec(trials: int, shared: dict[str, Any], narrowing: dict[str, Any], method_cls: type) -> dict | None:
-    """The part of a cell id that says how it is tuned, or None without search.
-
-    Args:
-        trials: trials per study; 0 turns the search off.
-        shared: the preset's shared knobs, ``{name: {"low", "high", "log"}}`` (Budget fields).
-        narrowing: the matrix's ``search_space``: ``{name: value}`` fixes a knob, ``{name: {"low", "high"}}``
-            narrows it; names are shared knobs or any method's hyperparameters.
-        method_cls: the cell's method class; narrowing of other methods' knobs is left out of this cell's id.
-
-    Raises:
-        BenchError: a narrowing key that is neither a shared knob nor a hyperparameter of any method.
-    """
-    if trials == 0:
-        return None
-    _check_names(narrowing, shared)
-    space = {name: _narrow(spec, narrowing.get(name)) for name, spec in shared.items()}
-    own = {k: v for k, v in narrowing.items() if k in method_cls.defaults}
-    return {"trials": trials, "space": space, "method_space": own, "sampler": SAMPLER, "pruner": PRUNER}
-
-
-def _check_names(narrowing: dict[str, Any], shared: dict[str, Any]) -> None:
-    from bench.core import registry
-
-    known = set(shared)
-    for name in registry.methods.names():
-        try:
-            known |= set(registry.methods.get(name).defaults)
-        except Exception:  # noqa: BLE001 - a broken plugin must not block the check
-            continue
-    unknown = sorted(set(narrowing) - known)
-    if unknown:
-        raise BenchError(f"unknown search knob(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-
-
-def _narrow(spec: dict[str, Any], narrowing: Any) -> Any:
-    if narrowing is None:
-        return dict(spec)
-    if isinstance(narrowing, dict):
-        unknown = set(narrowing) - {"low", "high", "log"}
-        if unknown:
-            raise BenchError(f"a knob range takes low, high, log; got {sorted(unknown)}")
-        return {**spec, **narrowing}
-    return narrowing  # a fixed value
 
 
 class NarrowedTrial:
