@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random BERT models, and a probe for the Hub cache mirror."""
+"""Shared fixtures: tiny random BERT models, a probe for the Hub cache mirror, and the slow test tier."""
 
 from __future__ import annotations
 
@@ -9,6 +9,29 @@ import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Modules whose tests start `bench` processes or run whole matrices: marked slow, so that `make test`
+# (-m "not slow and not integration") runs in a few minutes; CI and `make test-all` run everything. Measured with
+# `pytest --durations=0` on two busy cores: these 12 modules took 760 of the suite's 926 seconds.
+SLOW_MODULES = {
+    "test_no_tracebacks", "test_runner", "test_faults", "test_workers", "test_safe_exports", "test_regress",
+    "test_search", "test_growing_folder", "test_progress", "test_plots", "test_report", "test_integration_minilm",
+}  # fmt: skip
+# And the slowest tests of the other modules (5 s or more each in the same measurement).
+SLOW_TESTS = {
+    "test_bench_export_works_for_every_method_and_matches_the_record", "test_suites_run_without_pytest",
+    "test_measure_latency_input_is_seeded",
+    "test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictions",
+    "test_plot_writes_the_critical_difference_diagram_and_the_report_embeds_it",
+    "test_random_configs_give_valid_cells_or_a_bench_error", "test_the_installed_conformance_suites_pass_on_it",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module is not None else ""
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 def tiny_config(**overrides) -> BertConfig:
