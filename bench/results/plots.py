@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,7 @@ import pandas as pd
 from bench.core.errors import BenchError
 from bench.results.annotate import is_true
 from bench.results.cell_record import CellRecord
+from bench.results.figure_files import inputs_digest, png_digest, save_figure
 from bench.results.folder import ResultsFolder
 from bench.results.leaderboard import collect, summarize
 from bench.results.records import find_cell
@@ -159,6 +162,7 @@ def write_plots(
     records: list[CellRecord],
     cells: list[str] | None = None,
     log: Callable[[str], None] = lambda line: None,
+    to: Path | None = None,
 ) -> list[Path]:
     """Write, from ``records`` (:func:`bench.results.records.read_records` of ``output``),
     ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
@@ -166,7 +170,8 @@ def write_plots(
     ``heatmap-<method>-<cell id>.png`` for the chosen cells (``cells``: id prefixes; default
     :func:`default_heatmap_cells` that have saved masks). A default cell whose mask file is corrupt is skipped and
     ``log`` gets one line naming the file. File names take method and task names through :func:`file_part`.
-    Returns the paths.
+    Returns the paths. ``to``: write into this folder instead of ``OUTPUT/plots``. A file drawn from the same
+    inputs as before is left untouched (:mod:`bench.results.figure_files`).
 
     Raises:
         BenchError: no finished cells; a chosen (``cells``) cell without saved masks (cells run before masks were
@@ -176,12 +181,14 @@ def write_plots(
     summary = summarize(collect(records))
     if summary.empty:
         raise BenchError(f"no finished cells in {output}: nothing to plot")
-    folder = ResultsFolder(output).plots
+    folder = Path(to) if to is not None else ResultsFolder(output).plots
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for task in sorted(summary["task"].unique()):
-        figure = pareto_figure(summary, task, protocol_line(records, task))
-        written.append(_save(plt, figure, folder / f"pareto-{file_part(task)}.png"))
+        protocol = protocol_line(records, task)
+        digest = inputs_digest("pareto", summary[summary["task"] == task].to_dict("records"), protocol)
+        draw = partial(pareto_figure, summary, task, protocol)
+        written.append(_save(plt, draw, folder / f"pareto-{file_part(task)}.png", digest))
     from bench.results.significance import critical_difference
 
     result, reason = critical_difference(summary)
@@ -189,7 +196,8 @@ def write_plots(
     if result is None:
         log(reason)
     else:
-        written.append(_save(plt, critical_difference_figure(result), folder / CD_FILE))
+        written.append(_save(plt, partial(critical_difference_figure, result), folder / CD_FILE,
+                             inputs_digest("critical-difference", result)))  # fmt: skip
     if cells:
         chosen = [find_cell(records, prefix) for prefix in cells]
     else:
@@ -215,13 +223,16 @@ def write_plots(
                 raise
             log(f"warning: skipped the heatmap of cell {rec.id[:12]}: {err}")
             continue
-        figure = heatmap_figure(layer_sparsity(masks), title)
+        frame = layer_sparsity(masks)
         name = f"heatmap-{file_part(cell['method'])}-{file_part(rec.id[:12])}.png"
-        written.append(_save(plt, figure, folder / name))
+        digest = inputs_digest("heatmap", frame.to_dict(), title)
+        written.append(_save(plt, partial(heatmap_figure, frame, title), folder / name, digest))
     return written
 
 
-def _save(plt, fig, path: Path) -> Path:
-    fig.savefig(path)
-    plt.close(fig)
+def _save(plt, draw: Callable[[], Any], path: Path, digest: str) -> Path:
+    """Draw and save the figure at ``path`` unless the file there was drawn from the same inputs (``digest``:
+    :func:`bench.results.figure_files.inputs_digest`), which then stays untouched."""
+    if png_digest(path) != digest:
+        save_figure(plt, draw(), path, digest)
     return path

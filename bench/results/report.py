@@ -15,6 +15,7 @@ import base64
 import html
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +35,26 @@ pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 12px; } 
 """
 
 
-def build_report(output: Path) -> Path:
-    """Write ``OUTPUT/report.html`` (and the plots under ``OUTPUT/plots``); return its path.
+def build_report(output: Path, to: Path | None = None) -> Path:
+    """Write ``OUTPUT/report.html`` (and the plots under ``OUTPUT/plots``), or, with ``to``, the page at ``to``
+    only (its plots drawn in a temporary folder: the results folder is not written to); return the page's path. A
+    page or plot whose content would not change is left untouched (:mod:`bench.results.figure_files`).
 
     Raises:
         BenchError: ``output`` holds no records.
     """
-    from bench.results.plots import CD_FILE, write_plots
-
     output = Path(output)
     records.require_results(output)
+    if to is None:
+        return _build(output, ResultsFolder(output).report_html, None)
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as plots:
+        return _build(output, Path(to), Path(plots))
+
+
+def _build(output: Path, path: Path, plots_to: Path | None) -> Path:
+    from bench.results.figure_files import write_text_if_changed
+    from bench.results.plots import CD_FILE, write_plots
+
     skipped: list[tuple[Path, str]] = []
     recs = records.read_records(output, skipped=skipped)
     finished = [r for r in recs if r.finished]
@@ -51,7 +62,7 @@ def build_report(output: Path) -> Path:
         if line.startswith("warning:"):
             print(f"bench: {line}", file=sys.stderr)
 
-    plots = write_plots(output, recs, log=warn) if finished else []
+    plots = write_plots(output, recs, log=warn, to=plots_to) if finished else []
     plots += kept_heatmaps(output, plots)
     cd = [p for p in plots if p.name == CD_FILE]
     sections = [
@@ -66,8 +77,8 @@ def build_report(output: Path) -> Path:
     ]  # fmt: skip
     page = f"<!doctype html><html><head><meta charset=utf-8><title>prune-bench: {html.escape(output.name)}</title>"
     page += f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    path = ResultsFolder(output).report_html
-    path.write_text(page, encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_if_changed(path, page)
     return path
 
 
@@ -75,7 +86,8 @@ def kept_heatmaps(output: Path, written: list[Path]) -> list[Path]:
     """Heatmap images already in ``OUTPUT/plots`` that this run did not redraw (their cells' mask files are not
     here, e.g. not committed): the report keeps showing them rather than dropping them."""
     folder = ResultsFolder(output).plots
-    return sorted(p for p in folder.glob("heatmap-*.png") if p not in written) if folder.is_dir() else []
+    drawn = {p.name for p in written}
+    return sorted(p for p in folder.glob("heatmap-*.png") if p.name not in drawn) if folder.is_dir() else []
 
 
 def skipped_html(skipped: list[tuple[Path, str]]) -> str:
