@@ -206,6 +206,20 @@ def test_bench_export_cli_prints_structure_sizes_and_parity(every_method_results
     assert "parity accuracy:" in out and ": ok" in out and "load_export" in out and "trust_remote_code" not in out
     assert (tmp_path / "x" / SPARSE_FILE).is_file() and (tmp_path / "x" / "tokenizer.json").is_file()
 
+    # The model card: the Hub's model-index metadata (task, dataset, split, metrics) and the pruning facts.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "x" / "README.md")
+    (result,) = card.data.eval_results
+    assert (result.task_type, result.dataset_type, result.dataset_config) == ("text-classification", "nyu-mll/glue",
+                                                                              "sst2")  # fmt: skip
+    assert result.metric_type == "accuracy" and result.metric_value == pytest.approx(rec["metrics"]["accuracy"])
+    assert result.dataset_split == "validation[:24]"
+    facts = card.data.to_dict()["prune_bench"]
+    assert facts["cell_id"] == rec["id"] and facts["method"] == "movement" and facts["target_sparsity"] == 0.9
+    assert facts["encoder_sparsity"] == rec["sparsity"]["encoder_sparsity"] and facts["parity_passed"] is True
+    assert "movement" in card.data.tags and "load_export" in card.text
+
 
 def test_parity_mismatch_exits_1(every_method_results, tmp_path, monkeypatch, capsys):
     output, records = every_method_results

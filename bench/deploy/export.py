@@ -108,6 +108,9 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     if check:
         info["parity"] = parity(record, evaluate_export(to, cell, record, task))
     write_info(Path(to), info)
+    from bench.deploy.model_card import model_card
+
+    (Path(to) / "README.md").write_text(model_card(record, task, info), encoding="utf-8")
     return info
 
 
