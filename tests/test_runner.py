@@ -57,6 +57,18 @@ def test_matrix_runs_records_tracks_and_ranks(tmp_path, tiny_model_dir):
         run = by_cell[rec["id"]]
         assert run.data.metrics["eval/accuracy"] == pytest.approx(rec["metrics"]["accuracy"])
         assert run.data.metrics["sparsity/encoder_sparsity"] == pytest.approx(rec["sparsity"]["encoder_sparsity"])
+        assert run.data.metrics["train_loss"] == pytest.approx(rec["train_loss"])
+        # A loss curve even for a 3-step run (it logged nothing when the Trainer logged every 10 steps).
+        curve = client.get_metric_history(run.info.run_id, "train/loss")
+        assert [m.step for m in curve] == list(range(1, rec["train_steps"] + 1))
+        assert run.data.tags["mlflow.source.git.commit"] == rec["git_commit"]
+        inputs = {i.tags[0].value: i.dataset.name for i in run.inputs.dataset_inputs}
+        assert inputs == {"training": "nyu-mll/glue/sst2:train[:48]", "evaluation": "nyu-mll/glue/sst2:validation[:24]"}
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert artifacts == ["record.json"]
+        # kept in the results folder (a local store's default would be ./mlruns wherever the command ran)
+        saved = json.loads((matrix.output / "mlartifacts" / run.info.run_id / "artifacts" / "record.json").read_text())
+        assert saved["id"] == rec["id"] and saved["metrics"] == rec["metrics"]
 
 
 def test_rerun_skips_finished_cells(tmp_path, tiny_model_dir, monkeypatch):
@@ -140,3 +152,21 @@ def test_search_runs_trials_per_cell_tracks_them_nested_and_retrains_the_best(tm
     leaderboard.write(matrix.output)
     details = (matrix.output / "leaderboard.md").read_text().split("## Cells")[1]
     assert "learning_rate=" in details and "warmup_frac=" in details
+
+
+def test_mlflow_environment_variables_are_honoured_and_the_flag_wins(tmp_path, tiny_model_dir, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "my-experiment")
+    (rec,) = run_matrix(tiny_matrix(tmp_path, tiny_model_dir, methods=["dense"]), log=lambda line: None)
+    client = MlflowClient(tracking_uri=elsewhere)
+    (run,) = client.search_runs([client.get_experiment_by_name("my-experiment").experiment_id])
+    assert run.data.tags["cell_id"] == rec["id"] and not (tmp_path / "out" / "mlflow.db").exists()
+
+    flagged = f"sqlite:///{tmp_path / 'flag.db'}"
+    matrix = tiny_matrix(tmp_path, tiny_model_dir, methods=["dense"], output=tmp_path / "out2", tracking_uri=flagged)
+    run_matrix(matrix, log=lambda line: None)
+    client = MlflowClient(tracking_uri=flagged)
+    assert len(client.search_runs([client.get_experiment_by_name("my-experiment").experiment_id])) == 1

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from bench.config.cell import Budget
 
+# Loss points the Trainer logs per run (the record's history and MLflow's loss curve): logging every 1/50 of the
+# steps gives 50 points in a 55,000-step run and one per step in a 7-step run (every 10 steps logged none there).
+LOSS_CURVE_POINTS = 50
+
 if TYPE_CHECKING:
     from transformers import TrainingArguments
 
@@ -47,7 +51,7 @@ def training_arguments(budget: Budget, output_dir: Path, seed: int, **extra: Any
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="steps",
-        logging_steps=10,
+        logging_steps=1 / LOSS_CURVE_POINTS,  # a fraction: about that many loss points, every step in short runs
         report_to="none",
         disable_tqdm=not sys.stderr.isatty(),  # progress bars in a terminal, not in CI logs
         dataloader_num_workers=0,

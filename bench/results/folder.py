@@ -9,6 +9,7 @@ A results folder (``bench run --output DIR``) holds::
     DIR/logs/progress.log               time-stamped progress lines (bench.run.progress)
     DIR/bench.db                        the default cell queue and Optuna study (sqlite:///DIR/bench.db)
     DIR/mlflow.db                       the default MLflow tracking store (sqlite:///DIR/mlflow.db)
+    DIR/mlartifacts/                    its artifacts (records, leaderboard, plots) when the store is local
     DIR/leaderboard.md, .csv            bench leaderboard
     DIR/plots/                          bench plot
     DIR/report.html                     bench report
@@ -103,6 +104,12 @@ class ResultsFolder:
     def tracking_uri(self) -> str:
         """``sqlite:///<absolute DIR>/mlflow.db``: the default ``--tracking-uri``."""
         return f"sqlite:///{self.tracking_db.resolve()}"
+
+    @property
+    def tracking_artifacts(self) -> Path:
+        """``DIR/mlartifacts``: where a local MLflow store keeps its runs' artifacts (not ``./mlruns`` in whatever
+        folder the command ran from)."""
+        return self.path / "mlartifacts"
 
     # ---- logs and outputs ---------------------------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ MLflow metrics (:func:`tracked_metrics`) and its verdicts as tags (:func:`verdic
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -48,13 +49,24 @@ class CellRunner:
 
     # ---- the cell's MLflow run -------------------------------------------------------------------------------
     def start_run(self, cell: Cell) -> str:
-        """Open the cell's MLflow run (params: the whole cell; tags: method, task, sparsity, seed); its run id."""
+        """Open the cell's MLflow run (params: the whole cell; tags: method, task, sparsity, seed, the git commit;
+        inputs: its train and eval splits); its run id."""
         tags = {"method": cell.method, "task": cell.task_name, "sparsity": str(cell.sparsity), "seed": str(cell.seed)}
-        return self.tracker.start(cell.id, cell.label(), cell.to_dict(), tags)
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run_id = self.tracker.start(cell.id, cell.label(), cell.to_dict(), tags)
+        if run_id is not None:
+            task = task_of(cell)
+            source = {"path": task.dataset_id, "config_name": task.dataset_config}
+            self.tracker.log_inputs(run_id, {"training": {**source, "split": task.train_split},
+                                             "evaluation": {**source, "split": task.eval_split}})  # fmt: skip
+        return run_id
 
     def close_run(self, run_id: str, record: CellRecord) -> None:
         """Close the cell's run: FINISHED with its metrics and verdict tags, or FAILED with its error (and the last
         5000 characters of its traceback, or its diverged step)."""
+        self.tracker.log_text(run_id, json.dumps(record.to_dict(), indent=1, default=str), "record.json")
         if record.finished:
             self.tracker.log_metrics(run_id, tracked_metrics(record), record.history or [])
             best = (record.search or {}).get("best_trial")
@@ -192,7 +204,8 @@ def verdict_tags(record: CellRecord) -> dict[str, str]:
     return tags
 
 
-TIMINGS = ("train_seconds", "train_examples_per_s", "wall_seconds", "train_steps")  # record fields logged as metrics
+# record fields logged as metrics
+TIMINGS = ("train_loss", "train_seconds", "train_examples_per_s", "wall_seconds", "train_steps")
 
 
 def tracked_metrics(record: CellRecord) -> dict[str, float]:

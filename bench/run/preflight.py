@@ -42,6 +42,7 @@ from bench.results import records
 from bench.results.folder import ResultsFolder
 from bench.run.cost_checks import check_disk
 from bench.run.model_checks import check_length, check_model, check_splits, distinct_tasks
+from bench.run.tracking import tracking_uri
 
 if TYPE_CHECKING:
     from bench.config.cell import Cell
@@ -58,7 +59,7 @@ def check(matrix: Matrix, cells: list[Cell]) -> None:
     """Raise :class:`bench.core.errors.BenchError` for anything that would make the matrix fail; write nothing."""
 
     target = writable_folder(Path(matrix.output), "output folder")
-    check_stores(matrix.storage_url, matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri)
+    check_stores(matrix.storage_url, tracking_uri(matrix.tracking_uri, ResultsFolder(matrix.output).tracking_uri))
     done = check_records(matrix, cells)
     tasks = distinct_tasks(cells)
     weights: dict[str, int | None] = {}

@@ -43,6 +43,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
         BenchError: bad input (:func:`bench.run.preflight.check`), before anything is written.
     """
     from bench.run import preflight
+    from bench.run.tracking import tracking_uri
 
     cells = expand(matrix)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
@@ -63,7 +64,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     done = {r.cell_id for r in rows if r.state in TERMINAL and not (retry_failed and r.state == FAILED)}
     for line in schedule_warnings([c for c in cells if c.id not in done]):
         log(line)  # only for the cells that will run
-    tracking = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
+    tracking = tracking_uri(matrix.tracking_uri, ResultsFolder(matrix.output).tracking_uri)
     worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
     worker.work(mid)
     by_id = {r.id: r for r in queue.records(mid)}

@@ -1,8 +1,23 @@
 """MLflow tracking: one run per cell, logged in a few batched calls.
 
-The default store is an embedded SQLite file in the output folder (``sqlite:///DIR/mlflow.db``), with no
-server to start; open it with ``mlflow ui --backend-store-uri sqlite:///DIR/mlflow.db``. One ``log_metric``
+The store is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else an embedded SQLite file in the output folder
+(``sqlite:///DIR/mlflow.db``), with no server to start; open it with ``mlflow ui --backend-store-uri
+sqlite:///DIR/mlflow.db``. The experiment is ``--experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else
+``prune-bench``. A store without an artifact server keeps artifacts in ``DIR/mlartifacts``. One ``log_metric``
 call on SQLite costs milliseconds, so everything goes through ``log_batch``.
+
+Each cell's run holds the whole cell as params; method/task/sparsity/seed, the verdicts and
+``mlflow.source.git.commit`` as tags; the final metrics, ``train_loss`` and the loss curve (the Trainer logs about
+:data:`bench.config.budget.LOSS_CURVE_POINTS` points per run, every step in short runs); the train and eval splits as
+dataset inputs (``mlflow.data``, Hugging Face sources: no data is copied); and the record as an artifact. Trials are
+runs nested in their cell's run. ``bench run`` ends with a run per matrix holding the leaderboard (and the plots,
+when ``DIR/plots`` has any) as artifacts.
+
+Why not the ready-made callbacks: transformers' ``MLflowCallback`` logs through MLflow's fluent API (one active run
+per process, its own run per ``Trainer``) and would open a run per trial and per final run, not nest them under the
+cell; it also logs every metric call on its own (milliseconds each on SQLite). optuna-integration's
+``MLflowCallback`` logs a trial only after it ends (no intermediate values with their steps) and is one more
+package. The client calls here are few and batched.
 """
 
 from __future__ import annotations
@@ -11,6 +26,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "prune-bench"
@@ -18,9 +34,24 @@ _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch
 NO_TRACKING = "none"  # --tracking-uri none: no MLflow runs (as the Trainer's report_to="none")
 
 
-def make_tracker(uri: str) -> Tracker | NullTracker:
-    """The tracker for ``uri``: :class:`NullTracker` for ``"none"``, else MLflow at ``uri``."""
-    return NullTracker() if uri == NO_TRACKING else Tracker(uri)
+def make_tracker(uri: str, experiment: str | None = None, artifacts: Path | None = None) -> Tracker | NullTracker:
+    """The tracker for ``uri``: :class:`NullTracker` for ``"none"``, else MLflow at ``uri`` in ``experiment``
+    (:func:`experiment_name`); a new experiment of a store without an artifact server keeps its artifacts in the
+    folder ``artifacts``."""
+    if uri == NO_TRACKING:
+        return NullTracker()
+    local = artifacts is not None and not uri.startswith(("http://", "https://", "databricks"))
+    return Tracker(uri, experiment_name(experiment), Path(artifacts).resolve().as_uri() if local else None)
+
+
+def tracking_uri(flag: str | None, default: str) -> str:
+    """The MLflow store: ``flag`` (``--tracking-uri``), else ``MLFLOW_TRACKING_URI``, else ``default``."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or default
+
+
+def experiment_name(flag: str | None) -> str:
+    """The MLflow experiment: ``flag`` (``--experiment``), else ``MLFLOW_EXPERIMENT_NAME``, else :data:`EXPERIMENT`."""
+    return flag or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -38,7 +69,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
 class Tracker:
     """Logs cells to MLflow at ``uri`` under experiment ``experiment``."""
 
-    def __init__(self, uri: str, experiment: str = EXPERIMENT):
+    def __init__(self, uri: str, experiment: str = EXPERIMENT, artifact_location: str | None = None):
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         logging.getLogger("alembic").setLevel(logging.WARNING)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -50,7 +81,9 @@ class Tracker:
         with schema_lock(uri):  # two processes creating one SQLite store race in MLflow's migrations
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            self.experiment_id = (
+                found.experiment_id if found else self.client.create_experiment(experiment, artifact_location)
+            )
 
     def start(
         self, cell_id: str, run_name: str, params: dict[str, Any], tags: dict[str, str], parent: str | None = None
@@ -83,6 +116,31 @@ class Tracker:
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
 
+    def log_inputs(self, run_id: str, splits: dict[str, dict[str, Any]]) -> None:
+        """Log each split as a dataset input of the run: ``{"training": {"path", "config_name", "split"}, ...}``
+        (a Hugging Face source; no data is read or copied)."""
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for context, spec in splits.items():
+            source = HuggingFaceDatasetSource(spec["path"], config_name=spec.get("config_name"), split=spec["split"])
+            name = f"{spec['path']}/{spec.get('config_name') or ''}:{spec['split']}"
+            dataset = MetaDataset(source, name=name)
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        """An artifact ``name`` holding ``text`` (e.g. the cell's record as ``record.json``)."""
+        self.client.log_text(run_id, text, name)
+
+    def log_files(self, run_id: str, paths: list[Path], folder: str | None = None) -> None:
+        """Files as artifacts of the run (under ``folder``)."""
+        for path in paths:
+            self.client.log_artifact(run_id, str(path), folder)
+
     def fail_running(self, cell_id: str, reason: str) -> list[str]:
         """Mark every RUNNING run of ``cell_id`` (the cell's run and its trials' runs) FAILED, tagged ``error``.
 
@@ -113,6 +171,15 @@ class NullTracker:
         return None
 
     def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_inputs(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_text(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_files(self, *args: Any, **kwargs: Any) -> None:
         return None
 
     def fail_running(self, *args: Any, **kwargs: Any) -> list[str]:

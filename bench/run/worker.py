@@ -38,6 +38,7 @@ class Worker:
         name: this worker's name in claims (default host name plus a random suffix).
         retry_failed: also take cells recorded as failed.
         poll_seconds: wait between looks at the queue while other workers hold every open cell.
+        experiment: the MLflow experiment (:func:`bench.run.tracking.experiment_name`).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Worker:
         log: Log = print,
         retry_failed: bool = False,
         poll_seconds: float | None = None,
+        experiment: str | None = None,
     ):
         from bench.run.search import make_storage
         from bench.run.tracking import make_tracker
@@ -59,7 +61,7 @@ class Worker:
         self.name = name or worker_name()
         self.retry_failed = retry_failed
         self.poll_seconds = poll_seconds if poll_seconds is not None else min(5.0, queue.lease_seconds / 4)
-        self.tracker = make_tracker(tracking_uri)
+        self.tracker = make_tracker(tracking_uri, experiment, self.folder.tracking_artifacts)
         storage = make_storage(queue.url, heartbeat_seconds=max(1, int(queue.lease_seconds / 4)))
         self.cells = CellRunner(self.folder, self.tracker, storage, self.name, self.log)
         self.durations: list[float] = []  # seconds per cell run so far, for the ETA
