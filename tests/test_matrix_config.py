@@ -67,6 +67,13 @@ def test_a_bad_file_value_is_refused_at_its_line_even_when_a_flag_replaces_it(tm
         matrix_from_args(run_args("--config", str(config), "--epochs", "2"))
 
 
+def test_an_unknown_key_is_refused_even_when_null(tmp_path):
+    config = tmp_path / "m.yaml"
+    config.write_text("methods: [dense]\ntasks: [sst2]\nsparsities: [0.5]\nsparsity:\n")
+    with pytest.raises(BenchError, match="unknown key 'sparsity' in config .* at line 4. Did you mean 'sparsities'"):
+        matrix_from_args(run_args("--config", str(config)))
+
+
 def test_list_items_and_nested_keys_name_their_own_line(tmp_path):
     config = tmp_path / "m.yaml"
     config.write_text("methods: [dense]\ntasks: [sst2]\nsparsities:\n  - 0.5\n  - 1.5\n")

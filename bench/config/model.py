@@ -153,11 +153,11 @@ class MatrixConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
-        """A key given as None (``null`` in YAML) takes its default; a required one stays, to be refused."""
+        """A key given as None (``null`` in YAML) takes its default; a required or unknown one stays, to be refused."""
         if not isinstance(data, dict):
             return data
-        return {k: v for k, v in data.items() if v is not None or (k in cls.model_fields and
-                                                                   cls.model_fields[k].is_required())}  # fmt: skip
+        fields = cls.model_fields
+        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
 
     @model_validator(mode="after")
     def _settle(self) -> MatrixConfig:
