@@ -175,10 +175,10 @@ def load_folder(folder: Path) -> dict[str, tuple[type, Path]]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise BenchError(f"--include-tasks {folder}: not a folder of task YAML files")
+        raise BenchError(f"{folder}: not a folder of task YAML files")
     files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not files:
-        raise BenchError(f"--include-tasks {folder}: no *.yaml task files in it")
+        raise BenchError(f"{folder}: no *.yaml task files in it")
     found: dict[str, tuple[type, Path]] = {}
     for path in files:
         config = read_config(path)

@@ -127,6 +127,8 @@ FIELDS = {
         st.sampled_from(METHODS).flatmap(lambda m: st.fixed_dictionaries({m: hparams_of(m)})), anything
     ),
     "tracking_uri": st.one_of(st.just("sqlite:///x.db"), anything),
+    "experiment": st.one_of(st.just("my-experiment"), anything),
+    "include_tasks": st.one_of(st.just("no/such/folder"), anything),
     "save_models": st.one_of(st.booleans(), anything),
     "measure_speed": st.one_of(st.booleans(), anything),
     "distill": st.one_of(st.booleans(), anything),
@@ -176,6 +178,8 @@ VALID = {
     "method_hparams": st.sampled_from(METHODS).flatmap(lambda m: st.fixed_dictionaries(
         {m: st.fixed_dictionaries({}, optional={k: typed_value(v) for k, v in DEFAULTS[m].items()})})),  # fmt: skip
     "tracking_uri": st.just("sqlite:///x.db"),
+    "experiment": st.just("my-experiment"),
+    "include_tasks": st.none(),  # a folder registers its tasks in the process; tests/test_yaml_tasks.py covers it
     "save_models": st.booleans(),
     "measure_speed": st.booleans(),
     "distill": st.booleans(),

@@ -166,3 +166,28 @@ def test_glue_group_leaves_out_a_task_without_its_train_split(capsys):
 def test_an_unknown_name_lists_the_groups():
     with pytest.raises(BenchError, match="Did you mean 'glue'\\? Valid tasks and groups: .*squad.*glue"):
         registry.tasks.resolve("glu")
+
+
+@pytest.mark.integration
+def test_a_yaml_task_from_a_folder_runs_without_python(folder, tiny_model_dir, tmp_path, clean_registry, capsys):
+    """``bench run --include-tasks DIR``: the file's task trains and is scored with its own metrics; the matrix
+    ends with an MLflow run holding the leaderboard, in the experiment --experiment names."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.cli.app import main
+    from bench.results import records
+
+    out = tmp_path / "out"
+    code = main(["run", "--include-tasks", str(folder), "--tasks", "mine", "--methods", "dense,magnitude",
+                 "--sparsities", "0.5", "--model", str(tiny_model_dir), "--epochs", "1", "--batch-size", "16",
+                 "--max-length", "64", "--output", str(out), "--experiment", "yaml-tasks"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err[-2000:]
+    recs = records.read_records(out)
+    assert {r["status"] for r in recs} == {"finished"} and len(recs) == 2
+    assert all(set(r["metrics"]) == {"accuracy", "f1"} for r in recs)
+    assert all(r["cell"]["task"]["definition"]["dataset_name"] == "rte" for r in recs)
+    client = MlflowClient(tracking_uri=f"sqlite:///{out.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("yaml-tasks").experiment_id
+    (matrix_run,) = client.search_runs([experiment], filter_string="tags.matrix = 'true'")
+    names = {a.path for a in client.list_artifacts(matrix_run.info.run_id)}
+    assert {"leaderboard.md", "leaderboard.csv", "cells.txt"} <= names

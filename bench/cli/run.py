@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
@@ -35,14 +36,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     worker = sub.add_parser("worker", help="work on the queued cells of a shared storage until all are done")
     worker.add_argument("--output", required=True, help="results folder (shared when cells distil)")
     worker.add_argument("--tracking-uri", help=fields["tracking_uri"].description)
+    worker.add_argument("--experiment", help=fields["experiment"].description)
     worker.add_argument("--matrix", help="work on this matrix id (or a unique prefix) only (default: every open cell)")
     worker.add_argument("--retry-failed", action="store_true", help="also run cells recorded as failed")
-    worker.add_argument("--storage", required=True, help=fields["storage"].description)
+    worker.add_argument("--storage", required=True, help="SQLAlchemy URL of the Optuna studies and cell queue that "
+                        "bench run --storage filled, e.g. postgresql://user@host/db (required)")  # fmt: skip
     worker.add_argument("--lease-seconds", type=float, help=fields["lease_seconds"].description)
     worker.set_defaults(func=cmd_worker)
 
     ls = sub.add_parser("ls", help="list registered methods or tasks")
     ls.add_argument("what", choices=["methods", "tasks"], help="what to list: the registered methods or tasks")
+    ls.add_argument("--include-tasks", type=Path, help="also list the task YAML files of this folder")
     ls.set_defaults(func=cmd_ls)
 
 
@@ -93,14 +97,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.results import leaderboard, records
     from bench.results.folder import ResultsFolder
     from bench.run.runner import run_matrix
+    from bench.run.tracking import log_matrix, tracking_uri
 
     matrix = matrix_from_args(args)
     args.results_folder, args.storage_url = matrix.output, matrix.storage_url  # for bench.run.failures' messages
-    args.tracking_url = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
+    uri = args.tracking_url = tracking_uri(matrix.tracking_uri, ResultsFolder(matrix.output).tracking_uri)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     results = run_matrix(matrix, log=log, retry_failed=args.retry_failed)
     print(leaderboard.write(matrix.output))
-    uri = matrix.tracking_uri or ResultsFolder(matrix.output).tracking_uri
+    log_matrix(uri, matrix.experiment, matrix.output, [r["id"] for r in results])
     runs = "off (--tracking-uri none)" if uri == "none" else f"mlflow ui --backend-store-uri {uri}"
     print(f"\nleaderboard: {ResultsFolder(matrix.output).leaderboard_md}; MLflow runs: {runs}")
     failed = [r for r in results if r["status"] != records.FINISHED]
@@ -121,15 +126,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
     args.results_folder = output
     storage = check_flag("storage", args.storage)
     lease = 120.0 if args.lease_seconds is None else check_flag("lease_seconds", args.lease_seconds)
+    from bench.run.tracking import tracking_uri
+
     tracking = check_flag("tracking_uri", args.tracking_uri) if args.tracking_uri is not None else None
-    tracking = tracking or ResultsFolder(output).tracking_uri
+    tracking = tracking_uri(tracking, ResultsFolder(output).tracking_uri)
+    experiment = check_flag("experiment", args.experiment) if args.experiment is not None else None
     args.storage_url, args.tracking_url = storage, tracking  # for bench.run.failures' messages
     writable_folder(output, "output folder")
     check_stores(storage, tracking)
     matrix = known_matrix(storage, args.matrix) if args.matrix is not None else None
     queue = CellQueue(storage, lease)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    Worker(queue, output, tracking, log=log, retry_failed=args.retry_failed).work(matrix)
+    Worker(queue, output, tracking, log=log, retry_failed=args.retry_failed, experiment=experiment).work(matrix)
     sync_records(queue, output, matrix)
     print(leaderboard.write(output))
     done = queue.records(matrix)
@@ -177,6 +185,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
     from bench.core import registry
 
+    if args.include_tasks is not None:
+        from bench.tasks.yaml_tasks import include
+
+        include(args.include_tasks)
     reg = registry.methods if args.what == "methods" else registry.tasks
     rows = [(e.name, e.package, e.describe()) for e in reg.entries.values()]
     print(tabulate(rows, headers=["name", "package", "description"], tablefmt="simple"))

@@ -55,7 +55,9 @@ from bench.core.errors import BenchError
 MAX_TRIALS = 10_000
 MAX_TIMEOUT = 30 * 24 * 3600.0  # seconds: 30 days per study
 MAX_LEASE = 24 * 3600.0  # seconds: a claim is renewed every quarter of it
-TRACKING_HELP = "MLflow tracking URI (default sqlite:///OUTPUT/mlflow.db); 'none': no MLflow runs"
+TRACKING_HELP = ("MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///OUTPUT/mlflow.db); 'none': no "
+                 "MLflow runs")  # fmt: skip
+EXPERIMENT_HELP = "MLflow experiment (default: MLFLOW_EXPERIMENT_NAME, else prune-bench)"
 STORAGE_HELP = ("SQLAlchemy URL of the Optuna studies and cell queue, e.g. postgresql://user@host/db "
                 "(default sqlite:///OUTPUT/bench.db)")  # fmt: skip
 
@@ -88,7 +90,17 @@ def _instantiate(cls: type, hparams: dict[str, Any], keys: tuple) -> None:
         raise FieldError(keys, str(err)) from None
 
 
+def _include_tasks(folder: Path) -> Path:
+    """Register the task YAML files of ``folder`` in this process (before ``tasks`` is checked, which may name
+    them); their definitions enter the ids of their cells, so the folder itself does not."""
+    from bench.tasks.yaml_tasks import include
+
+    include(folder)
+    return folder
+
+
 _SOURCES: ContextVar[Sources | None] = ContextVar("matrix_sources", default=None)
+IncludedTasks = Annotated[FolderPath, AfterValidator(checked(_include_tasks))]
 MethodHparams = Annotated[dict[str, dict[str, Any]], AfterValidator(_check_method_hparams)]
 SearchSpace = Annotated[dict[str, Any], AfterValidator(checked(check_search_space))]
 
@@ -109,7 +121,9 @@ class MatrixConfig(BaseModel):
 
     methods: MethodNames = Field(description="comma list of methods, or 'all'", json_schema_extra=flag(
         "--methods", expects="a comma list or a list of names (or 'all')"))  # fmt: skip
-    tasks: TaskNames = Field(description="comma list of tasks, or 'all'", json_schema_extra=flag(
+    include_tasks: IncludedTasks | None = Field(None, json_schema_extra=flag("--include-tasks"), description=(
+        "a folder of task YAML files (bench.tasks.yaml_tasks) to register for this matrix"))  # fmt: skip
+    tasks: TaskNames = Field(description="comma list of tasks or task groups (glue), or 'all'", json_schema_extra=flag(
         "--tasks", expects="a comma list or a list of names (or 'all')"))  # fmt: skip
     sparsities: Sparsities = Field(description="comma list of target sparsities in [0, 1), e.g. 0.5,0.9",
                                    json_schema_extra=flag("--sparsities"))  # fmt: skip
@@ -130,6 +144,7 @@ class MatrixConfig(BaseModel):
         "hyperparameters per method, {method: {hyperparameter: value}}"),
         json_schema_extra={"expects": "a mapping {method: {hyperparameter: value}}"})  # fmt: skip
     tracking_uri: NonEmptyStr | None = Field(None, description=TRACKING_HELP, json_schema_extra=flag("--tracking-uri"))
+    experiment: NonEmptyStr | None = Field(None, description=EXPERIMENT_HELP, json_schema_extra=flag("--experiment"))
     save_models: bool = Field(False, description="save finalized models to OUTPUT/models/<id>",
                               json_schema_extra=flag("--save-models"))  # fmt: skip
     measure_speed: bool = Field(False, json_schema_extra=flag("--measure-speed"), description=(

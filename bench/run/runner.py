@@ -65,7 +65,7 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     for line in schedule_warnings([c for c in cells if c.id not in done]):
         log(line)  # only for the cells that will run
     tracking = tracking_uri(matrix.tracking_uri, ResultsFolder(matrix.output).tracking_uri)
-    worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed)
+    worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed, experiment=matrix.experiment)
     worker.work(mid)
     by_id = {r.id: r for r in queue.records(mid)}
     sync_records(queue, matrix.output, mid)

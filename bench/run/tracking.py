@@ -44,6 +44,24 @@ def make_tracker(uri: str, experiment: str | None = None, artifacts: Path | None
     return Tracker(uri, experiment_name(experiment), Path(artifacts).resolve().as_uri() if local else None)
 
 
+def log_matrix(uri: str, experiment: str | None, output: Path, cell_ids: list[str]) -> str | None:
+    """At the end of ``bench run``: one run for the matrix (tag ``matrix=true``, its cells' ids as a text artifact)
+    holding the leaderboard and any plots of ``output`` as artifacts; its id (None without tracking)."""
+    from bench.results.folder import ResultsFolder
+
+    folder = ResultsFolder(output)
+    tracker = make_tracker(uri, experiment, folder.tracking_artifacts)
+    if isinstance(tracker, NullTracker):
+        return None
+    run_id = tracker.start("", f"matrix of {len(cell_ids)} cells", {"output": str(output)}, {"matrix": "true"})
+    tracker.log_text(run_id, "\n".join(cell_ids), "cells.txt")
+    tracker.log_files(run_id, [p for p in (folder.leaderboard_md, folder.leaderboard_csv) if p.is_file()])
+    plots = sorted(folder.plots.glob("*.png")) if folder.plots.is_dir() else []
+    tracker.log_files(run_id, plots, "plots")
+    tracker.end(run_id)
+    return run_id
+
+
 def tracking_uri(flag: str | None, default: str) -> str:
     """The MLflow store: ``flag`` (``--tracking-uri``), else ``MLFLOW_TRACKING_URI``, else ``default``."""
     return flag or os.environ.get("MLFLOW_TRACKING_URI") or default
