@@ -444,7 +444,7 @@ def test_corrupt_record_is_named(capsys, tmp_path, content, words):
                       "splits: {'*': {train_split: 'train[:48]', eval_split: 'validation[:24]'}}\n")
     code, err, _ = bench(capsys, tmp_path, "--config", str(config), output=first.output)
     assert_refused(code, err, f"corrupt record {bad}", *words)
-    assert f"bench forget {'f' * 12} --results {first.output}" in err, "the one way to make the cell run again"
+    assert f"bench forget {first.output} {'f' * 12}" in err, "the one way to make the cell run again"
     assert "its cell then runs again" not in err, "deleting a record does not rerun its cell (the queue has it)"
     assert snapshot(first.output) == before, "nothing was written"
     with pytest.raises(BenchError, match="corrupt record .*ffff.json"):

@@ -199,7 +199,7 @@ def test_bench_export_works_for_every_method_and_matches_the_record(every_method
 def test_bench_export_cli_prints_structure_sizes_and_parity(every_method_results, tmp_path, capsys):
     output, records = every_method_results
     rec = next(r for r in records if r["cell"]["method"] == "movement")
-    code = main(["export", rec["id"][:12], "--to", str(tmp_path / "x"), "--results", str(output)])
+    code = main(["export", str(output), rec["id"][:12], "--to", str(tmp_path / "x")])
     out = capsys.readouterr().out
     assert code == 0
     assert "heads and" in out and "FFN units removed" in out and "of the dense" in out
@@ -227,7 +227,7 @@ def test_parity_mismatch_exits_1(every_method_results, tmp_path, monkeypatch, ca
     import bench.deploy.export as export
 
     monkeypatch.setattr(export, "evaluate_export", lambda *a: {k: v + 1 for k, v in rec["metrics"].items()})
-    assert main(["export", rec["id"], "--to", str(tmp_path / "y"), "--results", str(output)]) == 1
+    assert main(["export", str(output), rec["id"], "--to", str(tmp_path / "y")]) == 1
     assert "MISMATCH" in capsys.readouterr().out
 
 
@@ -252,7 +252,7 @@ def test_export_needs_a_saved_model_and_a_known_cell(tmp_path, tiny_model_dir):
         export_cell(matrix.output, rec["id"], tmp_path / "e")
     with pytest.raises(BenchError, match="no cell with id starting 'zzz'"):
         export_cell(matrix.output, "zzz", tmp_path / "e")
-    assert main(["export", "zzz", "--to", str(tmp_path / "e"), "--results", str(matrix.output)]) == 2
+    assert main(["export", str(matrix.output), "zzz", "--to", str(tmp_path / "e")]) == 2
     with pytest.raises(BenchError, match="no results in"):
         export_cell(tmp_path / "nothing", "abc", tmp_path / "e")
 

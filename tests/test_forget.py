@@ -69,8 +69,9 @@ EVERYTHING = {"record", "model", "masks", "predictions", "queue row", "study"}
 
 def test_forget_removes_record_queue_row_study_model_masks_and_predictions(folder):
     out, url = folder
-    proc = bench("forget", A[:12], "--results", str(out))
+    proc = bench("forget", A[:12], "--results", str(out))  # the deprecated spelling still works, and says so
     assert proc.returncode == 0, proc.stderr
+    assert "--results is deprecated; write the folder first: bench forget RESULTS CELL" in proc.stderr
     assert f"forgot cell {A[:12]} (magnitude/sst2 @ 0.5 seed 0): removed queue row, study, record, model, masks, " \
            "predictions" in proc.stdout  # fmt: skip
     assert left(out, url, A) == set()
@@ -81,7 +82,7 @@ def test_forget_removes_record_queue_row_study_model_masks_and_predictions(folde
                                            ("ab", "2 cells with id starting")])  # fmt: skip
 def test_forget_refuses_an_unknown_or_ambiguous_id_and_removes_nothing(folder, ref, words):
     out, url = folder
-    proc = bench("forget", ref, "--results", str(out))
+    proc = bench("forget", str(out), ref)
     assert proc.returncode == 2 and proc.stderr.startswith("bench: error: ") and words in proc.stderr, proc.stderr
     assert left(out, url, A) == left(out, url, B) == EVERYTHING
 
@@ -102,7 +103,7 @@ def test_forget_refuses_a_cell_a_live_worker_holds(folder):
 def test_forget_takes_a_corrupt_record_and_a_comma_list(folder):
     out, url = folder
     ResultsFolder(out).record(A).write_text("{not json")
-    proc = bench("forget", f"{A[:10]},{B[:10]}", "--results", str(out))
+    proc = bench("forget", str(out), f"{A[:10]},{B[:10]}")
     assert proc.returncode == 0, proc.stderr
     assert left(out, url, A) == left(out, url, B) == set()
 

@@ -60,7 +60,7 @@ def test_bench_run_on_minilm_writes_records_and_leaderboard(tmp_path, capsys):
     for method, task in (("movement", "squad"), ("magnitude", "mnli")):
         rec = next(r for r in recs if r["cell"]["method"] == method and r["cell"]["task"]["name"] == task)
         folder = tmp_path / f"export-{method}-{task}"
-        assert main(["export", rec["id"][:12], "--to", str(folder), "--results", str(output)]) == 0
+        assert main(["export", str(output), rec["id"][:12], "--to", str(folder)]) == 0
         info = json.loads((folder / "export.json").read_text())
         assert info["parity"]["passed"] and set(info["parity"]["metrics"]) == set(rec["metrics"])
         assert info["sparse_bytes"] < 0.7 * info["dense_bytes"], "90% sparse encoder: the file shrinks"

@@ -383,7 +383,7 @@ def test_bench_run_refuses_a_hand_edited_record_naming_the_field_and_bench_forge
                       "splits: {'*': {train_split: 'train[:48]', eval_split: 'validation[:24]'}}\n")
     proc = bench("run", "--config", str(config), "--output", str(matrix.output))
     refused(proc, f"corrupt record {ResultsFolder(matrix.output).record(cell.id)}",
-            "'metrics.accuracy' must be a finite number", f"bench forget {cell.id[:12]} --results {matrix.output}")
+            "'metrics.accuracy' must be a finite number", f"bench forget {matrix.output} {cell.id[:12]}")
 
 
 @needs_glue

@@ -139,7 +139,7 @@ def test_export_into_the_results_folder_is_refused_and_changes_nothing(results, 
     out, cell_id = results
     before = snapshot(out)
     to = out / where.format(id=cell_id)
-    proc = bench("export", cell_id[:12], "--to", str(to), "--results", str(out), "--no-check")
+    proc = bench("export", str(out), cell_id[:12], "--to", str(to), "--no-check")
     refused(proc, f"--to {to} is inside the results folder {out}", "choose a folder outside it")
     assert snapshot(out) == before, "the saved model and the records are untouched"
 
@@ -150,19 +150,19 @@ def test_export_refuses_a_non_empty_folder_and_overwrite_replaces_only_an_earlie
     notes.mkdir()
     (notes / "todo.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
-        proc = bench("export", cell_id[:12], "--to", str(notes), "--results", str(out), "--no-check", *extra)
+        proc = bench("export", str(out), cell_id[:12], "--to", str(notes), "--no-check", *extra)
         refused(proc, f"--to {notes}", "not empty" if not extra else "not a bench export")
     assert [p.name for p in notes.iterdir()] == ["todo.txt"] and (notes / "todo.txt").read_text() == "mine"
 
     export = tmp_path / "export"
-    proc = bench("export", cell_id[:12], "--to", str(export), "--results", str(out), "--no-check")
+    proc = bench("export", str(out), cell_id[:12], "--to", str(export), "--no-check")
     assert proc.returncode == 0, proc.stderr
     assert "load_export" in proc.stdout and "trust_remote_code" not in proc.stdout
     assert (export / SPARSE_FILE).is_file() and (export / DENSE_FILE).is_file() and not list(export.glob("*.py"))
-    proc = bench("export", cell_id[:12], "--to", str(export), "--results", str(out), "--no-check")
+    proc = bench("export", str(out), cell_id[:12], "--to", str(export), "--no-check")
     refused(proc, "is not empty", "--overwrite")
     (export / "modeling_compact.py").write_text("raise SystemExit('stale')\n")
-    proc = bench("export", cell_id[:12], "--to", str(export), "--results", str(out), "--no-check", "--overwrite")
+    proc = bench("export", str(out), cell_id[:12], "--to", str(export), "--no-check", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert not (export / "modeling_compact.py").exists(), "an earlier export is replaced whole"
     assert type(load_export(export)).__name__ == "CompactBertForSequenceClassification"

@@ -91,8 +91,8 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     source = ResultsFolder(results).model(record.id)
     if not source.is_dir():
         raise BenchError(
-            f"{label} has no saved model at {source}: remove the cell with 'bench forget {record.id[:12]} "
-            f"--results {results}' (its record, queue row, study, masks and predictions), then run its matrix again "
+            f"{label} has no saved model at {source}: remove the cell with 'bench forget {results} "
+            f"{record.id[:12]}' (its record, queue row, study, masks and predictions), then run its matrix again "
             "with --save-models; or run the matrix with --save-models into a new --output"
         )
     from bench.config.cell import Cell

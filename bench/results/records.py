@@ -72,7 +72,7 @@ def write_record(output: Path, record: CellRecord | Mapping[str, Any]) -> Path:
 def forget_hint(path: Path) -> str:
     """How to make a record's cell run again, for messages about that record."""
     output = Path(path).parent.parent
-    return (f"remove its cell with 'bench forget {Path(path).stem[:12]} --results {output}' (its record, queue row, "
+    return (f"remove its cell with 'bench forget {output} {Path(path).stem[:12]}' (its record, queue row, "
             "study, saved model, masks and predictions; the cell then runs again)")  # fmt: skip
 
 
@@ -208,7 +208,7 @@ def read_records(output: Path, on_bad: OnBad = "warn", skipped: list[tuple[Path,
         for path, problem in bad:
             print(f"bench: warning: skipped record {path}: {problem}", file=sys.stderr)
         print(f"bench: warning: {len(bad)} record{'s' if len(bad) > 1 else ''} of {output} skipped (named above); fix "
-              f"or move them, or remove their cells with bench forget ID --results {output}", file=sys.stderr)
+              f"or move them, or remove their cells with bench forget {output} ID", file=sys.stderr)
     elif bad and callable(on_bad):
         for path, problem in bad:
             on_bad(path, problem)

@@ -1,4 +1,4 @@
-"""``bench forget CELL_ID[,..] --results DIR``: remove cells from a results folder so that they run again.
+"""``bench forget DIR CELL_ID[,..]``: remove cells from a results folder so that they run again.
 
 A finished or failed cell is skipped by every later ``bench run`` of its matrix: its record is in ``DIR/cells`` and
 also in the cell queue (``bench.db``), which writes it back to ``DIR/cells`` at the end of a run. Deleting the record
