@@ -16,6 +16,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SLOW_MODULES = {
     "test_no_tracebacks", "test_runner", "test_faults", "test_workers", "test_safe_exports", "test_regress",
     "test_search", "test_growing_folder", "test_progress", "test_plots", "test_report", "test_integration_minilm",
+    "test_reading_is_clean",
 }  # fmt: skip
 # And the slowest tests of the other modules (5 s or more each in the same measurement).
 SLOW_TESTS = {

@@ -31,14 +31,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     board.set_defaults(func=cmd_leaderboard)
 
     plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
-                          "heatmaps into OUTPUT/plots")  # fmt: skip
+                          "heatmaps into OUTPUT/plots (or --out)")  # fmt: skip
     plot.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
+    plot.add_argument("--out", type=folder_arg, help="write the PNGs into this folder instead of OUTPUT/plots; "
+                      "either way a file whose data did not change is left as it is")  # fmt: skip
     plot.add_argument("--cell", action="append", help="heatmap of this cell (id prefix; repeatable); default: one "
                       "per method at its highest sparsity")  # fmt: skip
     plot.set_defaults(func=cmd_plot)
 
-    report = sub.add_parser("report", help="write OUTPUT/report.html: leaderboard, plots, cells, failures")
+    report = sub.add_parser("report", help="write OUTPUT/report.html (or --out): leaderboard, plots, cells, failures")
     report.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
+    report.add_argument("--out", type=folder_arg, help="write the page to this file (a folder: FOLDER/report.html) "
+                        "and nothing into the results folder; a page that would not change is left as it "
+                        "is")  # fmt: skip
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="the cells two results folders share, with B − A deltas")
@@ -106,7 +111,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     records.require_results(args.output)
     skipped: list[str] = []
     recs = records.read_records(args.output, on_bad="warn")
-    for path in write_plots(args.output, recs, args.cell, log=skipped.append):
+    for path in write_plots(args.output, recs, args.cell, log=skipped.append, to=args.out):
         print(path)
     for line in skipped:
         print(f"bench: {line}", file=sys.stderr)
@@ -116,7 +121,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.results.report import build_report
 
-    print(build_report(args.output))
+    to = args.out / "report.html" if args.out is not None and args.out.is_dir() else args.out
+    print(build_report(args.output, to))
     return 0
 
 
