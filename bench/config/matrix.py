@@ -16,9 +16,8 @@ from bench.config.model import MatrixConfig
 from bench.config.presets import get_preset, schedule_hparams, task_settings
 from bench.config.search import search_spec
 from bench.core import registry
+from bench.core.paths import QUEUE_DB  # the default --storage: an SQLite file in the output folder
 from bench.core.task import Task
-
-QUEUE_DB = "bench.db"  # the default --storage: an SQLite file in the output folder (bench.results.folder names it too)
 
 
 class Matrix(MatrixConfig):

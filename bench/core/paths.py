@@ -11,6 +11,10 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 
+# The file name of the default cell queue and Optuna storage in a results folder: bench.results.folder builds its
+# path, and bench.config.matrix the default --storage URL without importing the results wing.
+QUEUE_DB = "bench.db"
+
 
 def writable_folder(path: Path, what: str) -> Path:
     """The folder that a write to ``path`` (a folder, made when missing) first touches: ``path`` itself when it

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.core.paths import QUEUE_DB
+
 
 class ResultsFolder:
     """The paths of the results folder at ``path`` (a folder that may not exist yet).
@@ -88,7 +90,7 @@ class ResultsFolder:
     @property
     def queue_db(self) -> Path:
         """``DIR/bench.db``: the default SQLite file of the cell queue and the Optuna studies."""
-        return self.path / "bench.db"
+        return self.path / QUEUE_DB
 
     @property
     def storage_url(self) -> str:
