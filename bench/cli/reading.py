@@ -119,9 +119,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.results.folder import ResultsFolder
     from bench.results.report import build_report
 
-    to = args.out / "report.html" if args.out is not None and args.out.is_dir() else args.out
+    to = ResultsFolder(args.out).report_html if args.out is not None and args.out.is_dir() else args.out
     print(build_report(args.output, to))
     return 0
 
