@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from bench.core.granularity import GranularityHparams
 from bench.core.masking import Mask, StraightThroughMask
 from bench.core.method import PruningMethod
 from bench.core.prunable import PrunableWeight
@@ -45,6 +46,17 @@ class Movement(PruningMethod):
     one class and stays there (a BERT MLM-pretrained here collapses at the same point). No shorter ramp is known to
     give movement's own result.
 
+    ``granularity`` (:mod:`bench.core.granularity`): Lagunas, Charlaix, Sanh & Rush 2021, "Block Pruning For Faster
+    Transformers" (arXiv 2109.04838), section 3 and eqs. (1)-(2): with ``block`` the scores live per ``block_size``
+    square block (W' = W ⊙ M(S'), each block's mask repeated over the block) and each block score's gradient is the
+    straight-through gradient summed over its block; partial edge blocks where the sides are not a multiple of the
+    block size (the paper's code requires divisibility). With ``structured`` each head's rows of Q,
+    K, V and its columns of O, and each FFN unit's FFN-in row and FFN-out column, share one pruning decision.
+    Departures: a structured head or unit keeps one score per matrix it spans (each the summed gradient over its
+    part) and ranks by their mean, instead of one shared score (the same path under SGD, not under Adam); v is the
+    cubic schedule's top-v on groups (per matrix for blocks; per layer for heads, to the nearest head, with the FFN
+    units taking up the rest of the layer's target), not the paper's soft-movement threshold (their hybrid recipe).
+
     Search space: the pruning warm-up and cool-down fractions, not ``mask_lr``. With constant score initialisation
     and Adam, the scores after any number of steps are ``mask_lr`` times a quantity that does not depend on
     ``mask_lr`` (Adam's update is invariant to the gradient's scale, and the top-k mask ignores the scores' scale),
@@ -56,7 +68,7 @@ class Movement(PruningMethod):
     description = "movement pruning: local top-k of learned scores S, S += -W*dL/dW (Sanh et al. 2020)"
 
     @dataclass(frozen=True)
-    class Hparams(CubicScheduleHparams):
+    class Hparams(CubicScheduleHparams, GranularityHparams):
         mask_lr: float = 1e-2
         score_init: float = 0.0
 

@@ -5,11 +5,13 @@ Fine-Tuning", NeurIPS, arXiv 2005.07683), section 4 ("soft movement pruning") an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from bench.core.granularity import GranularityHparams
 from bench.core.masking import StraightThroughMask, keep_top, min_kept
 from bench.core.method import PruningMethod
 from bench.core.prunable import PrunableWeight
@@ -33,17 +35,13 @@ def threshold_mask(scores: Tensor, threshold: float, floor: float = MIN_KEEP) ->
 class SoftThresholdMask(StraightThroughMask):
     """``W ↦ W ⊙ M`` with M = 1[σ(S) > τ] (at least 0.5% kept), straight-through to S.
 
-    ``threshold`` (τ_t) is state that :meth:`SoftMovement.step` moves along the schedule; :meth:`refresh`
-    recomputes the ``mask`` buffer from the current scores and τ_t.
+    ``threshold`` (τ_t) is state that :meth:`SoftMovement.step` moves along the schedule, recomputing the ``mask``
+    buffer from the current scores (of the weights, or pooled over blocks, heads or units) and τ_t.
     """
 
     def __init__(self, weight: Tensor, init: float = 0.0):
         super().__init__(weight, init=init)
         self.threshold = 0.0
-
-    def refresh(self, threshold: float) -> None:
-        self.threshold = float(threshold)
-        self.mask.copy_(threshold_mask(self.scores, self.threshold))
 
 
 class SoftMovement(PruningMethod):
@@ -74,6 +72,14 @@ class SoftMovement(PruningMethod):
       * The mask is recomputed once per optimizer step (after it) instead of in every forward pass; since S and
         τ_t do not change between steps, the forward passes see the same mask as the authors' code.
       * Warm-up/cool-down are fractions of total steps, not multiples of the lr warm-up.
+
+    ``granularity`` (:mod:`bench.core.granularity`; Lagunas, Charlaix, Sanh & Rush 2021, "Block Pruning For Faster
+    Transformers", arXiv 2109.04838, section 3, eq. 1-2): ``block`` scores live per square block, ``structured``
+    per attention head (Q/K/V rows, O columns) and FFN unit (FFN-in row, FFN-out column); the threshold
+    1[σ(S) > τ] applies to each group's score (for a head or unit, the mean of its per-matrix scores) and the 0.5%
+    floor keeps at least that fraction of each matrix's blocks (of each layer's heads and units). The penalty is
+    the mean of σ over each matrix's group scores (partial edge blocks weigh as much as full ones), and the final
+    projection is a global top-k on groups that counts each group's weights (bench.core.granularity.prune_to).
     """
 
     name = "soft_movement"
@@ -81,7 +87,7 @@ class SoftMovement(PruningMethod):
     description = "soft movement pruning: sigma(S) > tau with an L1 penalty on sigma(S), tau cubic 0 -> 0.1 (Sanh 2020)"
 
     @dataclass(frozen=True)
-    class Hparams(CubicScheduleHparams):
+    class Hparams(CubicScheduleHparams, GranularityHparams):
         mask_lr: float = 1e-2
         score_init: float = 0.0
         final_threshold: float = 0.1
@@ -109,8 +115,10 @@ class SoftMovement(PruningMethod):
 
     def step(self, step: int, total_steps: int, lr: float | None = None) -> None:
         self.threshold, self.reg_lambda = self.schedule(step, total_steps)
-        for mask in self.masks.values():
-            mask.refresh(self.threshold)
+        rule = partial(threshold_mask, threshold=self.threshold)
+        for name, keep in self.grouping.rule_masks(self.scores(), rule).items():
+            self.masks[name].threshold = self.threshold
+            self.masks[name].mask.copy_(keep)
 
     def regularization_loss(self) -> Tensor | None:
         """λ_t · mean over matrices of Σσ(S)/numel."""
@@ -122,8 +130,9 @@ class SoftMovement(PruningMethod):
     def set_final_masks(self) -> dict[str, float]:
         scores = self.scores()
         final = self.h.final_threshold
-        pruned = sum(int((~threshold_mask(s, final)).sum()) for s in scores.values())
-        total = sum(s.numel() for s in scores.values())
+        kept = self.grouping.rule_masks(scores, partial(threshold_mask, threshold=final)).values()
+        pruned = sum(int((~keep).sum()) for keep in kept)
+        total = sum(mask.mask.numel() for mask in self.masks.values())
         self.project_globally(scores, floor=MIN_KEEP)
         return {"sparsity_before_projection": pruned / total}
 

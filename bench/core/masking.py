@@ -58,9 +58,18 @@ class StraightThroughMask(Mask):
     def __init__(self, weight: Tensor, init: float = 0.0):
         super().__init__(weight)
         self.scores = nn.Parameter(torch.full_like(weight, init, dtype=torch.float32))
+        self.expansion: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight * _straight_through(self.scores, self.dense_mask(weight.dtype))
+        scores = self.scores if self.expansion is None else self.expansion(self.scores)
+        return weight * _straight_through(scores, self.dense_mask(weight.dtype))
+
+    def regroup(self, scores: Tensor, expansion: Callable[[Tensor], Tensor]) -> None:
+        """Let the scores live at a coarser granularity (:mod:`bench.core.granularity`): ``scores`` of the groups'
+        shape, which ``expansion`` repeats to W's shape in the forward, so that each group's gradient is the sum of
+        its weights' straight-through gradients (Lagunas et al. 2021, eq. 2)."""
+        self.scores = nn.Parameter(scores.detach().clone())
+        self.expansion = expansion
 
 
 class _StraightThrough(torch.autograd.Function):

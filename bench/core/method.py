@@ -16,7 +16,8 @@ Lifecycle (after torch.ao.pruning's ``BaseSparsifier``: prepare → step → squ
 The common case needs one method, :meth:`PruningMethod.scores` (the importance of every prunable weight): a method
 whose ``Hparams`` inherit :class:`~bench.core.schedule.CubicScheduleHparams` then keeps the local top-k of its scores at
 the scheduled sparsity after every step, and every method's default :meth:`~PruningMethod.set_final_masks` keeps the
-local top-k at the target. Methods with rules of their own (gates, thresholds, proximal steps) override those two.
+local top-k at the target; with :class:`~bench.core.granularity.GranularityHparams` as well, of blocks or of heads
+and FFN units. Methods with rules of their own (gates, thresholds, proximal steps) override those two.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from torch import Tensor, nn
 
 from bench.core.errors import BenchError
-from bench.core.masking import Mask, attach, bake, global_topk_masks, original_weight, topk_masks
+from bench.core.granularity import Grouping, check_granularity, grouping_for, recorded_hparams
+from bench.core.masking import Mask, attach, bake, original_weight
 from bench.core.prunable import PrunableWeight, prunable_weights
 from bench.core.schedule import CubicScheduleHparams, PruningSchedule
 
@@ -53,8 +55,7 @@ class PruningMethod(ABC):
         description: one line for listings.
         Hparams: a frozen dataclass of the method's hyperparameters with the paper's values as defaults (constructor
             keywords override them; the instance is ``self.h``). Inherit
-            :class:`~bench.core.schedule.CubicScheduleHparams`
-            to prune on the cubic schedule.
+            :class:`~bench.core.schedule.CubicScheduleHparams` to prune on the cubic schedule.
         defaults: read-only ``{name: default}`` of ``Hparams``, derived from it (a plugin written against the older
             interface may still declare a plain ``defaults`` dict instead; it becomes its ``Hparams``).
         trains_weights: False when the pretrained weights stay frozen (only scores and the task head learn).
@@ -111,8 +112,9 @@ class PruningMethod(ABC):
         self.seed = int(seed)
         check_schedule_hparams(self.name, {**self.defaults, **hparams})
         self.h = self.Hparams(**hparams)
-        self.hparams: dict[str, Any] = dataclasses.asdict(self.h)  # what cell ids and records hold
+        self.hparams: dict[str, Any] = recorded_hparams(self.h)  # what cell ids and records hold
         self.masks: dict[str, Mask] = {}
+        self.grouping = Grouping()  # where the scores live (bench.core.granularity); set by prepare
         self.weights: dict[str, PrunableWeight] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -129,7 +131,9 @@ class PruningMethod(ABC):
         """
         found = prunable_weights(model)
         self.weights = {pw.name: pw for pw in found}
+        self.grouping = grouping_for(self.h, found, model)
         self.masks = attach(found, self.make_mask)
+        self.grouping.regroup(self.masks)
 
     @abstractmethod
     def scores(self) -> dict[str, Tensor]:
@@ -201,15 +205,15 @@ class PruningMethod(ABC):
 
     def project_locally(self, scores: Mapping[str, Tensor], sparsity: float) -> None:
         """Set every hard mask to the top-k of its own ``scores`` at ``sparsity`` (Sanh et al. 2020's local
-        Top_v), batched by shape (:func:`bench.core.masking.topk_masks`)."""
-        for name, keep in topk_masks(scores, sparsity).items():
+        Top_v), per weight or per block, head and unit (:meth:`bench.core.granularity.Grouping.local_masks`)."""
+        for name, keep in self.grouping.local_masks(scores, sparsity).items():
             self.masks[name].mask.copy_(keep)
 
     def project_globally(self, scores: Mapping[str, Tensor], floor: float | None = None) -> None:
         """Set every hard mask to the global top-k of ``scores`` (``{layer name: scores}``) at the target sparsity,
         each matrix first keeping its top ``floor`` fraction when given
         (:func:`bench.core.masking.global_topk_masks`)."""
-        for name, keep in global_topk_masks(scores, self.sparsity, floor).items():
+        for name, keep in self.grouping.global_masks(scores, self.sparsity, floor).items():
             self.masks[name].mask.copy_(keep)
 
     def weight(self, name: str) -> Tensor:
@@ -245,6 +249,7 @@ def check_schedule_hparams(method: str, hparams: Mapping[str, Any]) -> None:
     Raises:
         BenchError: naming the method, the setting and the valid values.
     """
+    check_granularity(hparams, method)
     for key in SCHEDULE_STEP_KEYS:
         value = hparams.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
