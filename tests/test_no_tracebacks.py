@@ -277,7 +277,7 @@ def test_a_bug_in_a_command_on_a_results_folder_logs_under_its_logs_folder(tmp_p
     results = tmp_path / "res"
     ResultsFolder(results).cells.mkdir(parents=True)
     patch = (
-        "import bench.results.report\ndef boom(output): raise KeyError('no such column')\n"
+        "import bench.results.report\ndef boom(output, to=None): raise KeyError('no such column')\n"
         "bench.results.report.build_report = boom"
     )
     proc = run_patched(patch, ["report", str(results)], tmp_path)

@@ -53,7 +53,7 @@ def log_matrix(uri: str, experiment: str | None, output: Path, cell_ids: list[st
     tracker = make_tracker(uri, experiment, folder.tracking_artifacts)
     if isinstance(tracker, NullTracker):
         return None
-    run_id = tracker.start("", f"matrix of {len(cell_ids)} cells", {"output": str(output)}, {"matrix": "true"})
+    run_id = tracker.start_matrix(f"matrix of {len(cell_ids)} cells", {"output": str(output)})
     tracker.log_text(run_id, "\n".join(cell_ids), "cells.txt")
     tracker.log_files(run_id, [p for p in (folder.leaderboard_md, folder.leaderboard_csv) if p.is_file()])
     plots = sorted(folder.plots.glob("*.png")) if folder.plots.is_dir() else []
@@ -133,6 +133,14 @@ class Tracker:
             ]
         for i in range(0, len(batch), _BATCH):
             self.client.log_batch(run_id, metrics=batch[i : i + _BATCH])
+
+    def start_matrix(self, run_name: str, params: dict[str, Any]) -> str:
+        """Create a RUNNING run for a whole matrix (tag ``matrix=true``, no ``cell_id``); returns its id."""
+        from mlflow.entities import Param
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"matrix": "true"})
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in flatten(params).items()])
+        return run.info.run_id
 
     def log_inputs(self, run_id: str, splits: dict[str, dict[str, Any]]) -> None:
         """Log each split as a dataset input of the run: ``{"training": {"path", "config_name", "split"}, ...}``
