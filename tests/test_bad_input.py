@@ -299,6 +299,8 @@ GOOD = "methods: [dense, movement]\ntasks: [sst2]\nsparsities: [0.5]\n"
         (GOOD + "preset: fast\n", ["line 4", "unknown preset 'fast'"]),
         (GOOD + "methods: [dense]\n", ["key 'methods' given twice, at lines 1 and 4"]),
         ("- methods\n- tasks\n", ["must be a mapping of matrix fields, got list"]),
+        ("?\n", ["line 1", "a key must be a matrix field name, got None (NoneType); valid: methods"]),
+        (GOOD + "1: x\n", ["line 4", "a key must be a matrix field name, got 1 (int)"]),
     ],
 )
 def test_malformed_config_names_the_key_and_the_line(capsys, tmp_path, text, words):

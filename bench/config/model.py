@@ -206,6 +206,12 @@ class MatrixConfig(BaseModel):
         """
         if not isinstance(values, dict):
             raise BenchError(f"expected a mapping of matrix fields, got {describe(values)}")
+        for key in values:
+            if not isinstance(key, str):  # YAML lets any value be a key ("?" alone is a null key)
+                line = (sources.lines.get((key,)) if sources is not None else None) or "?"
+                where = f"config {sources.config}, line {line}: " if sources is not None and sources.config else ""
+                raise BenchError(f"{where}a key must be a matrix field name, got {describe(key)}; valid: "
+                                 f"{', '.join(cls.model_fields)}")  # fmt: skip
         for path, value in (sources.replaced if sources is not None else {}).items():
             check_value(path, value, Sources(config=sources.config, lines=sources.lines))
         token = _SOURCES.set(sources)  # pydantic validates through __init__, which words the message
