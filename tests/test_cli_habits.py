@@ -36,3 +36,16 @@ def test_every_positional_argument_has_help():
     missing = [f"{name} {action.dest}" for name, sub in commands.items() for action in sub._actions
                if not action.option_strings and not action.help]  # fmt: skip
     assert missing == []
+
+
+def test_ls_reads_descriptions_without_importing_torch():
+    """``bench ls methods`` reads each class's literal ``description`` from its source (under 1 s: no torch); a
+    plugin whose description is not a literal (the GLUE tasks built from YAML) is imported and still listed."""
+    code = ("import sys; from bench.cli.app import main; main(['ls', 'methods']); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "movement pruning: local top-k of learned scores" in out and out.split()[-1] == "False"
+    from bench.core import registry
+    from bench.core.plugin_entries import static_description
+
+    assert static_description(registry.tasks.entry("sst2").entry_point) is None  # built from YAML on first use
+    assert "SST-2" in registry.tasks.entry("sst2").describe()

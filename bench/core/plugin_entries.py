@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
@@ -47,13 +48,43 @@ class Entry:
         return f"{self.package} {self.version} ({self.entry_point.value})"
 
     def describe(self) -> str:
-        """The plugin's one-line ``description`` (imports it); a plugin that fails to import says so."""
+        """The plugin's one-line ``description``: read from its source when the class states it as a literal (so
+        that ``bench ls`` does not import torch), else by importing it; a plugin that fails to import says so."""
+        text = static_description(self.entry_point)
+        if text is not None:
+            return text
         try:
             obj = self.load()
         except Exception as err:  # noqa: BLE001 - a broken plugin must not break the listing
             return f"(cannot be loaded: {type(err).__name__}: {err})"
         text = getattr(obj, "description", None) or (obj.__doc__ or "").strip()
         return text.splitlines()[0] if text else ""
+
+
+def static_description(entry_point: EntryPoint) -> str | None:
+    """The first line of ``description = "..."`` in the class body that ``entry_point`` names, read with ``ast``
+    from the module's source without importing it (the package above it is imported to find the file); None when
+    the source cannot be found or the class does not state its description as one string literal."""
+    import ast
+    import importlib.util
+
+    module, _, attr = entry_point.value.partition(":")
+    try:
+        spec = importlib.util.find_spec(module.strip())
+        source = Path(spec.origin).read_text(encoding="utf-8") if spec is not None and spec.origin else None
+    except (ImportError, ValueError, OSError, UnicodeDecodeError):
+        return None
+    if source is None:
+        return None
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef) and node.name == attr.strip():
+            for item in node.body:
+                target = item.targets[0] if isinstance(item, ast.Assign) and len(item.targets) == 1 else None
+                if isinstance(target, ast.Name) and target.id == "description":
+                    value = item.value
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.strip():
+                        return value.value.strip().splitlines()[0]
+    return None
 
 
 @dataclass(frozen=True)
