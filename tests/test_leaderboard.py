@@ -82,3 +82,15 @@ def test_targets_that_round_to_the_same_percent_stay_two_columns():
     from bench.results.annotate import percent
 
     assert [percent(t) for t in (0.5, 0.9, 0.0, 0.999)] == ["50%", "90%", "0%", "99.9%"]
+
+
+def test_granularity_variants_get_their_own_rows():
+    structured = record("movement", "mnli", 0.9, 0, 60.0, 0.9)
+    structured["id"] = "structured-cell"
+    structured["cell"] = {**structured["cell"], "method_hparams": {"granularity": "structured"}}
+    blocks = record("movement", "mnli", 0.9, 0, 61.0, 0.9)
+    blocks["id"] = "block-cell"
+    blocks["cell"] = {**blocks["cell"], "method_hparams": {"granularity": "block", "block_size": 16}}
+    cells = collect([*RECORDS, structured, blocks])
+    assert {"movement", "movement +structured", "movement +block16"} <= set(cells["method"])
+    assert cells.loc[cells["cell_id"] == "structured-cell", "value"].item() == 60.0

@@ -74,6 +74,20 @@ def judged(rec: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def method_label(cell: dict[str, Any]) -> str:
+    """A leaderboard row's method: the name, `` +structured`` or `` +block32`` for a granularity other than
+    unstructured (bench.core.granularity), `` +distill`` when distilled; cells of different variants never share a
+    row."""
+    hparams = cell.get("method_hparams") or {}
+    granularity = hparams.get("granularity")
+    label = cell["method"]
+    if granularity == "block":
+        label += f" +block{hparams.get('block_size', 32)}"
+    elif granularity not in (None, "unstructured"):
+        label += f" +{granularity}"
+    return label + (" +distill" if cell.get("distillation") else "")
+
+
 def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per finished cell record, with the columns in :data:`COLUMNS`."""
     rows = []
@@ -85,7 +99,7 @@ def collect(cell_records: list[dict[str, Any]]) -> pd.DataFrame:
             {
                 "cell_id": rec["id"],
                 "model": cell.get("model"),
-                "method": cell["method"] + (" +distill" if cell.get("distillation") else ""),
+                "method": method_label(cell),
                 "task": cell["task"]["name"],
                 "target_sparsity": cell["sparsity"],
                 "seed": cell["seed"],
