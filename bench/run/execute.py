@@ -111,10 +111,14 @@ def train_and_evaluate(cell: Cell, run: Run) -> dict[str, Any]:
         evaluate = lambda: task.evaluate(trainer, eval_examples, tokenizer, feats)[task.primary_metric]  # noqa: E731
         trainer.add_callback(DevReporter(evaluate, run.report, run.report_steps))
     if run.progress is not None:
+        from transformers import PrinterCallback
+
         from bench.run.progress import StepClock
         from bench.run.training import StepProgress
 
         trainer.add_callback(StepProgress(StepClock(run.progress)))
+        trainer.remove_callback(PrinterCallback)  # without a terminal it prints every loss log (~50 per run); the
+        # progress lines say where the run is, and the losses are in the record and MLflow
     started = time.perf_counter()
     train_output = trainer.train()
     train_seconds = time.perf_counter() - started
