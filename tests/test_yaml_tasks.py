@@ -191,3 +191,13 @@ def test_a_yaml_task_from_a_folder_runs_without_python(folder, tiny_model_dir, t
     (matrix_run,) = client.search_runs([experiment], filter_string="tags.matrix = 'true'")
     names = {a.path for a in client.list_artifacts(matrix_run.info.run_id)}
     assert {"leaderboard.md", "leaderboard.csv", "cells.txt"} <= names
+
+
+def test_the_readme_example_file_is_valid(tmp_path):
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "task: rte_pairs" in b]
+    (tmp_path / "rte_pairs.yaml").write_text(block)
+    config = yaml_tasks.read_config(tmp_path / "rte_pairs.yaml")
+    assert config.task == "rte_pairs" and config.metric_list == ("accuracy", "f1") and config.group == ("mine",)
