@@ -31,6 +31,11 @@ def hub_hint() -> str:
     )
 
 
+def short_model_name(model: str) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2`` → ``all-MiniLM-L6-v2``; a local folder: its name."""
+    return str(model).rstrip("/").rsplit("/", 1)[-1]
+
+
 def split_problem(spec: str, sizes: dict[str, int], dataset: str = "the dataset") -> str | None:
     """What is wrong with split spec ``spec`` (``datasets`` syntax, e.g. ``train[:2000]+validation[:10%]``)
     against the split sizes ``sizes``, or None: malformed, an unknown split (listing the available ones), a slice

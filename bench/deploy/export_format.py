@@ -9,8 +9,8 @@ An export folder is a transformers model folder:
   :func:`load_export`: it builds the model class in this process from the installed package (:func:`compact_class`,
   a subclass of the stock class named in ``config.compact_base`` that resizes those Linears) and **never imports
   code from the folder**. Exports hold no code: an earlier version shipped ``modeling_compact.py`` for
-  ``from_pretrained(..., trust_remote_code=True)``, which runs whatever that file holds; :func:`load_export` ignores
-  such a file.
+  transformers' remote-code loading, which runs whatever that file holds; :func:`load_export` ignores such a
+  file.
 * ``model.sparse.safetensors``: the same compacted weights with the remaining unstructured zeros stored as bitmask
   or CSR (:mod:`bench.deploy.sparse_store`), so the file size follows the sparsity. :func:`load_export` rebuilds the
   model from it (or from ``model.safetensors`` with ``sparse=False``).

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.core.hub import short_model_name
+
 # The Hub's task types for our heads.
 TASK_TYPES = {"sequence-classification": "text-classification", "question-answering": "question-answering"}
-
-
-def short_name(model: str) -> str:
-    """``sentence-transformers/all-MiniLM-L6-v2`` → ``all-MiniLM-L6-v2`` (a local folder: its name)."""
-    return str(model).rstrip("/").rsplit("/", 1)[-1]
 
 
 def card_data(record: Any, task: Any, info: dict[str, Any]):
@@ -39,7 +36,7 @@ def card_data(record: Any, task: Any, info: dict[str, Any]):
     return ModelCardData(
         base_model=cell["model"], datasets=[task.dataset_id], library_name="transformers",
         tags=["pruning", "sparse", "prune-bench", cell["method"]], metrics=list(record.metrics),
-        model_name=f"{short_name(cell['model'])}-{cell['method']}-{task.name}-sparsity{cell['sparsity'] * 100:g}",
+        model_name=f"{short_model_name(cell['model'])}-{cell['method']}-{task.name}-sparsity{cell['sparsity'] * 100:g}",
         eval_results=results,
         prune_bench={
             "cell_id": record.id, "method": cell["method"], "target_sparsity": cell["sparsity"],

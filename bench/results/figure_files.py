@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +48,16 @@ def png_digest(path: Path) -> str | None:
         return None
 
 
-def save_figure(plt: Any, fig: Any, path: Path, digest: str) -> bool:
-    """Save ``fig`` as the PNG ``path`` unless the file there was drawn from the same inputs; close ``fig``.
-    Returns whether the file was written."""
-    try:
-        if png_digest(path) == digest:
-            return False
-        fig.savefig(path, metadata={DIGEST_KEY: digest})
-        return True
-    finally:
-        plt.close(fig)
+def save_figure(plt: Any, draw: Callable[[], Any], path: Path, digest: str) -> Path:
+    """Draw (``draw()`` returns a figure) and save the PNG ``path`` unless the file there was drawn from the same
+    inputs (``digest``, :func:`inputs_digest`), which then stays untouched and is not redrawn. Returns ``path``."""
+    if png_digest(path) != digest:
+        fig = draw()
+        try:
+            fig.savefig(path, metadata={DIGEST_KEY: digest})
+        finally:
+            plt.close(fig)
+    return path
 
 
 def write_text_if_changed(path: Path, text: str) -> bool:

@@ -13,15 +13,15 @@ import re
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bench.core.errors import BenchError
+from bench.core.hub import short_model_name
 from bench.results.annotate import is_true
 from bench.results.cell_record import CellRecord
-from bench.results.figure_files import inputs_digest, png_digest, save_figure
+from bench.results.figure_files import inputs_digest, save_figure
 from bench.results.folder import ResultsFolder
 from bench.results.leaderboard import collect, summarize
 from bench.results.records import find_cell
@@ -43,7 +43,7 @@ def protocol_line(records: list[CellRecord], task: str) -> str:
     """``MiniLM-L6-v2 · preset quick · 3 seeds``: what the figure of ``task`` was measured with, from its finished
     records (cells from before the preset was recorded say so)."""
     done = [r for r in records if r.finished and r.cell["task"]["name"] == task]
-    models = sorted({str(r.cell["model"]).rstrip("/").rsplit("/", 1)[-1] for r in done})
+    models = sorted({short_model_name(r.cell["model"]) for r in done})
     presets = sorted({str(r.get("preset")) for r in done if r.get("preset")})
     seeds = len({r.cell["seed"] for r in done})
     preset = f"preset {', '.join(presets)}" if presets else "preset not recorded"
@@ -188,7 +188,7 @@ def write_plots(
         protocol = protocol_line(records, task)
         digest = inputs_digest("pareto", summary[summary["task"] == task].to_dict("records"), protocol)
         draw = partial(pareto_figure, summary, task, protocol)
-        written.append(_save(plt, draw, folder / f"pareto-{file_part(task)}.png", digest))
+        written.append(save_figure(plt, draw, folder / f"pareto-{file_part(task)}.png", digest))
     from bench.results.significance import critical_difference
 
     result, reason = critical_difference(summary)
@@ -196,7 +196,7 @@ def write_plots(
     if result is None:
         log(reason)
     else:
-        written.append(_save(plt, partial(critical_difference_figure, result), folder / CD_FILE,
+        written.append(save_figure(plt, partial(critical_difference_figure, result), folder / CD_FILE,
                              inputs_digest("critical-difference", result)))  # fmt: skip
     if cells:
         chosen = [find_cell(records, prefix) for prefix in cells]
@@ -226,13 +226,6 @@ def write_plots(
         frame = layer_sparsity(masks)
         name = f"heatmap-{file_part(cell['method'])}-{file_part(rec.id[:12])}.png"
         digest = inputs_digest("heatmap", frame.to_dict(), title)
-        written.append(_save(plt, partial(heatmap_figure, frame, title), folder / name, digest))
+        written.append(save_figure(plt, partial(heatmap_figure, frame, title), folder / name, digest))
     return written
 
-
-def _save(plt, draw: Callable[[], Any], path: Path, digest: str) -> Path:
-    """Draw and save the figure at ``path`` unless the file there was drawn from the same inputs (``digest``:
-    :func:`bench.results.figure_files.inputs_digest`), which then stays untouched."""
-    if png_digest(path) != digest:
-        save_figure(plt, draw(), path, digest)
-    return path

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -184,8 +185,10 @@ def apply_params(cell: Cell, params: dict[str, Any]) -> Cell:
     return replace(cell, budget=replace(cell.budget, **budget), method_hparams={**cell.method_hparams, **hparams})
 
 
+@cache
 def git_commit() -> str | None:
-    """The commit of the prune-bench source tree that runs, or None outside a git checkout."""
+    """The commit of the prune-bench source tree that runs (the code this process loaded: read once), or None
+    outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
