@@ -30,8 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "(and a .csv beside it); without it nothing is written")  # fmt: skip
     board.set_defaults(func=cmd_leaderboard)
 
-    plot = sub.add_parser("plot", help="Pareto PNG per task, the critical-difference diagram and per-layer sparsity "
-                          "heatmaps into OUTPUT/plots (or --out)")  # fmt: skip
+    plot = sub.add_parser("plot", help="Pareto PNGs per task (metric against remaining weights, and against the "
+                          "measured speed-up where cells were timed), the critical-difference diagram and per-layer "
+                          "sparsity heatmaps into OUTPUT/plots (or --out)")  # fmt: skip
     plot.add_argument("output", type=folder_arg, help="the results folder (bench run --output)")
     plot.add_argument("--out", type=folder_arg, help="write the PNGs into this folder instead of OUTPUT/plots; "
                       "either way a file whose data did not change is left as it is")  # fmt: skip

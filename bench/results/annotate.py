@@ -91,7 +91,13 @@ def cell_text(row: Any) -> str:
         return f"{value_text(row)} ({row.description})"
     reached = f", reached {row.reached:.1%}" if known(row.reached) else ""
     file = f", {row.file_mb:.0f} MB" if known(row.file_mb) else ""
+    stored, dense = getattr(row, "encoder_mb", None), getattr(row, "encoder_dense_mb", None)
+    if known(stored) and known(dense):
+        file += f" (encoder {stored:.1f} of {dense:.1f} MB)"
     speed = f", {row.speed_up_b1_compacted:.2f}× b1" if known(row.speed_up_b1_compacted) else ""
+    onnx = getattr(row, "onnx_speed_up_b1_compacted", None)
+    if known(onnx):  # ONNX Runtime's speed-up of the compacted model, beside PyTorch's
+        speed += f" (ONNX {onnx:.2f}×)" if speed else f", ONNX {onnx:.2f}× b1"
     return (
         f"{value_text(row)} n={row.seeds} (sp {row.encoder_sparsity:.1%}{reached}, "
         f"{row.remaining_params / 1e6:.1f}M{file}{speed})"
@@ -119,6 +125,14 @@ CHANCE = (
     "task's trivial baseline, or on its wrong side, or the model gave every example the same prediction); chance k/n: "
     "k of the n seeds are. A chance row is never marked best or tie."
 )
+ENCODER = (
+    "encoder: the encoder's prunable matrices (Q, K, V, O, FFN in/out) as stored in the sparse export file, against "
+    "their dense fp32 bytes; the whole file also holds the embeddings, biases, norms and the task head."
+)
+ONNX = (
+    "ONNX: the compacted model's speed-up over the dense one when both run in ONNX Runtime on CPU (batch 1, median "
+    "latency ratio)."
+)
 BASELINE = (
     "baseline: the task's trivial baseline (what it predicts, in parentheses) on the same eval split; never ranked."
 )
@@ -138,6 +152,9 @@ def legend_lines(board: pd.DataFrame) -> list[str]:
     if board.empty:
         return []
     lines = [VALUES]
+    for column, line in (("encoder_ratio", ENCODER), ("onnx_speed_up_b1_compacted", ONNX)):
+        if column in board and board[column].map(known).any():  # records from before issue 17 have neither
+            lines.append(line)
     pruned = board[board["role"] == "pruned"]
     if not pruned.empty:
         lines.append(MARKS.format(tie=TIE, resamples=RESAMPLES, alpha=ALPHA))

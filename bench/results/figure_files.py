@@ -21,6 +21,16 @@ DIGEST_KEY = "bench-inputs"
 DRAWING_VERSION = "2"  # 2: Pareto titles name model, preset and seeds; legend outside the axes
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (files only, no window)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _rounded(value: Any) -> Any:
     if isinstance(value, float):
         return value if not math.isfinite(value) or value == 0 else float(f"{value:.6g}")

@@ -17,42 +17,21 @@ from tabulate import tabulate
 
 from bench.core.registry import is_reference
 from bench.results import records
+from bench.results.deployment import DEPLOYMENT_COLUMNS, DEPLOYMENT_EXTRA, SPEED_VARIANTS, deployment  # noqa: F401
 from bench.results.folder import ResultsFolder
 
 COLUMNS = [
     "cell_id", "model", "method", "task", "target_sparsity", "seed", "metric", "value", "greater_is_better",
     "encoder_sparsity", "sparsity_before_projection", "remaining_params", "total_params", "trials", "wall_seconds",
 ]  # fmt: skip
-SPEED_VARIANTS = ("finalized", "compacted", "sparse_csr")  # timed against dense (bench.deploy.inference)
-DEPLOYMENT_COLUMNS = ["file_mb", "file_ratio", "structured"] + [
-    f"speed_up_b{batch}_{variant}" for batch in (1, 32) for variant in SPEED_VARIANTS
-]
 # Per cell: its bootstrap interval of the primary metric, its verdicts (None: unknown, a record from before
 # verdicts), and the task's trivial baseline on the same eval split (None for tasks without one, old records).
 VERDICT_COLUMNS = ["cell_low", "cell_high", "chance", "constant_predictions", "projection", "reached_fraction",
                    "short_schedule", "ramp_steps", "min_ramp_steps"]  # fmt: skip
 BASELINE_COLUMNS = ["baseline_description", "baseline_value", "baseline_low", "baseline_high"]
-COLUMNS += DEPLOYMENT_COLUMNS + VERDICT_COLUMNS + BASELINE_COLUMNS
+COLUMNS += DEPLOYMENT_COLUMNS + VERDICT_COLUMNS + BASELINE_COLUMNS + DEPLOYMENT_EXTRA  # newest last: stable CSVs
 KEYS = ["method", "task", "target_sparsity", "metric", "greater_is_better"]
 BASELINE = "baseline"  # the method name of the trivial-baseline rows
-
-
-def deployment(rec: dict[str, Any]) -> dict[str, float | None]:
-    """The :data:`DEPLOYMENT_COLUMNS` of a record: size of the sparse export file (MB, and as a fraction of the
-    dense file), the fraction of the pruned weights compaction removed as structure, and the measured speed-ups
-    (dense median latency / variant median latency) at batch 1 and 32; None where not recorded (speed needs
-    ``--measure-speed``)."""
-    export = rec.get("export") or {}
-    speed_up = (rec.get("speed") or {}).get("speed_up", {})
-    out = {
-        "file_mb": export["sparse_bytes"] / 1e6 if "sparse_bytes" in export else None,
-        "file_ratio": export.get("file_ratio"),
-        "structured": (export.get("compaction") or {}).get("structured_fraction"),
-    }
-    for batch in (1, 32):
-        for variant in SPEED_VARIANTS:
-            out[f"speed_up_b{batch}_{variant}"] = speed_up.get(f"batch_{batch}", {}).get(variant)
-    return out
 
 
 def judged(rec: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +105,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     units), ``seeds`` (n); ``ci_low``/``ci_high``: the 95% interval of the mean (Student t over the seeds for
     n >= 2, else the single cell's bootstrap interval over eval examples; NaN where not recorded); the mean
     measured ``encoder_sparsity``, ``reached`` (sparsity before the projection, a fraction), parameters, trials,
-    wall time and :data:`DEPLOYMENT_COLUMNS`; the verdicts over seeds:
+    wall time, :data:`DEPLOYMENT_COLUMNS` and :data:`DEPLOYMENT_EXTRA`; the verdicts over seeds:
     ``chance_seeds`` of ``chance_known`` seeds are chance cells, ``chance`` (at least half are; None when no seed
     has the verdict), ``projection`` and ``short_schedule`` (at least half of the seeds; None: unknown),
     ``reached_fraction`` (mean, of the target), ``ramp_steps`` and ``min_ramp_steps``; ``description`` (baseline
@@ -147,7 +126,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         total_params=("total_params", "mean"),
         trials=("trials", "mean"),
         wall_seconds=("wall_seconds", "mean"),
-        **{column: (column, "mean") for column in DEPLOYMENT_COLUMNS},
+        **{column: (column, "mean") for column in DEPLOYMENT_COLUMNS + DEPLOYMENT_EXTRA},
     ).reset_index()
     out["std"] = out["std"].fillna(0.0)
     extra = []
@@ -276,7 +255,8 @@ def write(output: Path, to: Path | None = None) -> str:
     md = Path(to) if to is not None else ResultsFolder(output).leaderboard_md
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(text)
-    df.to_csv(md.with_suffix(".csv"), index=False)
+    empty = [c for c in DEPLOYMENT_EXTRA if df[c].isna().all()]  # a folder without the newer keys: CSV as before
+    df.drop(columns=empty).to_csv(md.with_suffix(".csv"), index=False)
     return markdown
 
 

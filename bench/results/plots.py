@@ -1,4 +1,5 @@
-"""``bench plot``: the Pareto view (metric against remaining weights) per task, and per-layer sparsity heatmaps.
+"""``bench plot``: the Pareto views per task (metric against remaining weights; metric against the measured
+speed-up, :mod:`bench.results.speed_plot`, where cells were timed), and per-layer sparsity heatmaps.
 
 The Pareto plot is the view of Sanh, Wolf & Rush (2020), Figure 2: the primary metric against the fraction of
 encoder weights remaining (log x-axis), one line per method with 95% interval bars, the dense model as a dashed and
@@ -21,22 +22,16 @@ from bench.core.errors import BenchError
 from bench.core.hub import short_model_name
 from bench.results.annotate import is_true
 from bench.results.cell_record import CellRecord
+from bench.results.deployment import DEPLOYMENT_EXTRA
 from bench.results.figure_files import inputs_digest, save_figure
+from bench.results.figure_files import pyplot as _pyplot
 from bench.results.folder import ResultsFolder
 from bench.results.leaderboard import collect, summarize
 from bench.results.records import find_cell
 from bench.results.saved_masks import layer_sparsity, load_masks
+from bench.results.speed_plot import engines_of, speed_figure, speed_points
 
 ROLE_LABELS = {"q": "Q", "k": "K", "v": "V", "o": "O", "ffn_in": "FFN in", "ffn_out": "FFN out"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def protocol_line(records: list[CellRecord], task: str) -> str:
@@ -113,7 +108,8 @@ def critical_difference_figure(result: dict):
     fig.suptitle(
         f"mean rank of the pruned methods over {result['n_blocks']} task@sparsity columns (1 = best)\n"
         f"Friedman p = {friedman}; Nemenyi critical difference {result['critical_difference']:.2f} "
-        f"(α = {result['alpha']}): methods joined by a bar do not differ significantly", fontsize=8
+        f"(α = {result['alpha']}): methods joined by a bar do not differ significantly",
+        fontsize=8,
     )
     fig.tight_layout()
     return fig
@@ -165,8 +161,9 @@ def write_plots(
     to: Path | None = None,
 ) -> list[Path]:
     """Write, from ``records`` (:func:`bench.results.records.read_records` of ``output``),
-    ``OUTPUT/plots/pareto-<task>.png`` per task, :data:`CD_FILE` (the critical-difference diagram, only
-    with at least 3 task@sparsity columns; else ``log`` gets one line saying why it was skipped) and
+    ``OUTPUT/plots/pareto-<task>.png`` per task, ``pareto-speed-<task>.png`` per task with cells timed with
+    ``--measure-speed`` (:func:`bench.results.speed_plot.speed_figure`), :data:`CD_FILE` (the critical-difference
+    diagram, only with at least 3 task@sparsity columns; else ``log`` gets one line saying why it was skipped) and
     ``heatmap-<method>-<cell id>.png`` for the chosen cells (``cells``: id prefixes; default
     :func:`default_heatmap_cells` that have saved masks). A default cell whose mask file is corrupt is skipped and
     ``log`` gets one line naming the file. File names take method and task names through :func:`file_part`.
@@ -184,11 +181,17 @@ def write_plots(
     folder = Path(to) if to is not None else ResultsFolder(output).plots
     folder.mkdir(parents=True, exist_ok=True)
     written = []
+    points = speed_points(records)
     for task in sorted(summary["task"].unique()):
         protocol = protocol_line(records, task)
-        digest = inputs_digest("pareto", summary[summary["task"] == task].to_dict("records"), protocol)
+        rows = summary[summary["task"] == task].drop(columns=DEPLOYMENT_EXTRA, errors="ignore")  # digest as before
         draw = partial(pareto_figure, summary, task, protocol)
-        written.append(save_figure(plt, draw, folder / f"pareto-{file_part(task)}.png", digest))
+        written.append(save_figure(plt, draw, folder / f"pareto-{file_part(task)}.png",
+                                   inputs_digest("pareto", rows.to_dict("records"), protocol)))  # fmt: skip
+        if engines_of(points, task):  # cells timed with --measure-speed
+            digest = inputs_digest("pareto-speed", points[points["task"] == task].to_dict("records"), protocol)
+            draw = partial(speed_figure, points, task, protocol)
+            written.append(save_figure(plt, draw, folder / f"pareto-speed-{file_part(task)}.png", digest))
     from bench.results.significance import critical_difference
 
     result, reason = critical_difference(summary)
@@ -205,8 +208,10 @@ def write_plots(
         chosen = [r for r in candidates if ResultsFolder(output).masks(r.id).exists()]
         if len(chosen) < len(candidates):
             missing = ", ".join(r.cell["method"] for r in candidates if r not in chosen)
-            log(f"warning: {len(candidates) - len(chosen)} heatmap(s) skipped ({missing}): no mask files in "
-                f"{ResultsFolder(output).masks('x').parent}; earlier heatmap files are kept")
+            log(
+                f"warning: {len(candidates) - len(chosen)} heatmap(s) skipped ({missing}): no mask files in "
+                f"{ResultsFolder(output).masks('x').parent}; earlier heatmap files are kept"
+            )
     for rec in chosen:
         path = ResultsFolder(output).masks(rec.id)
         if not path.exists():
@@ -228,4 +233,3 @@ def write_plots(
         digest = inputs_digest("heatmap", frame.to_dict(), title)
         written.append(save_figure(plt, partial(heatmap_figure, frame, title), folder / name, digest))
     return written
-

@@ -4,9 +4,10 @@ One row per (task, target sparsity, method), and per task the dense model and th
 metric as the mean over seeds with its 95% interval, its verdict marks (:mod:`bench.results.annotate`) and the number of
 seeds, the measured encoder sparsity and the parameters remaining, the sparsity the method reached on its own before
 a projection (where it was projected), the HP-search trials and the wall time, then what the sparsity buys: the
-sparse export file's size (and its fraction of the dense file), the share of the pruned weights that compaction
-removed as whole heads and FFN units, and the measured CPU speed-up of the compacted model (and of the sparse-CSR
-path) over the dense one at batch 1 and 32 (``--measure-speed``), and the p-value against the column's best. Within
+sparse export file's size (and its fraction of the dense file), the encoder's prunable matrices as stored in that
+file against their dense fp32 bytes, the share of the pruned weights that compaction removed as whole heads and FFN
+units, and the measured CPU speed-up of the compacted model (and of the sparse-CSR path) over the dense one at batch
+1 and 32 (``--measure-speed``) and under ONNX Runtime at batch 1, and the p-value against the column's best. Within
 each (task, target sparsity) block of pruned methods the significance marks of :mod:`bench.results.significance` are
 shown;
 the dense and baseline rows are kept by every filter and never ranked. Text formats end with a legend.
@@ -27,7 +28,8 @@ from bench.results.annotate import BOLD, MARK_COLUMNS, MISSING, known, latex_esc
 FORMATS = ("md", "csv", "latex", "html")
 _TABLEFMT = {"md": "github", "latex": "latex_raw", "html": "unsafehtml"}
 HEADERS = ["task", "sparsity", "method", "metric", "value", "n", "encoder sparsity", "params left", "reached",
-           "trials", "wall", "file", "structure", "speed-up b1", "speed-up b32", "p vs best"]  # fmt: skip
+           "trials", "wall", "file", "encoder file", "structure", "speed-up b1", "speed-up b32", "ONNX b1",
+           "p vs best"]  # fmt: skip
 _ROLE_ORDER = {"dense": 0, "baseline": 1}
 # Names and descriptions are text; the tables are rendered raw so that the bold markup survives.
 _ESCAPE = {"md": str, "latex": latex_escape, "html": html.escape}
@@ -135,7 +137,8 @@ def render_board(board: pd.DataFrame, fmt: str, with_legend: bool = True) -> str
     if board.empty:
         return "(no finished cells)"
     rows = [_row(r, BOLD[fmt], _ESCAPE[fmt]) for r in board.itertuples()]
-    keep = [i for i, h in enumerate(HEADERS) if h in _ALWAYS or any(row[i] not in ("", "—") for row in rows)]
+    empty = ("", "—", _ESCAPE[fmt]("—"))  # cells are escaped already: LaTeX's dash is ---
+    keep = [i for i, h in enumerate(HEADERS) if h in _ALWAYS or any(row[i] not in empty for row in rows)]
     rows = [[row[i] for i in keep] for row in rows]
     text = tabulate(rows, headers=[_ESCAPE[fmt](HEADERS[i]) for i in keep], tablefmt=_TABLEFMT[fmt],
                     disable_numparse=True)  # fmt: skip
@@ -148,6 +151,7 @@ def _row(r: Any, bold: str, escape) -> list[str]:
     role = getattr(r, "role", "pruned")
     method = f"{r.method} ({r.description})" if role == "baseline" else r.method
     seeds = {"baseline": "—", "reference": "paper"}.get(role, str(r.seeds))
+    dash = "" if role in ("baseline", "reference") else "—"  # a measured row from before the newer columns
     cells = [
         r.task, "—" if role == "baseline" else percent(r.target_sparsity), method,
         f"{r.metric} {'↑' if r.greater_is_better else '↓'}", None, seeds,
@@ -155,9 +159,10 @@ def _row(r: Any, bold: str, escape) -> list[str]:
         _known(r.remaining_params, lambda v: f"{v / 1e6:.2f}M of {r.total_params / 1e6:.2f}M"),
         _known(r.reached, "{:.1%}".format), _known(r.trials, "{:.0f}".format),
         _known(r.wall_seconds, "{:.0f} s".format),
-        _known(getattr(r, "file_mb", None), lambda v: f"{v:.1f} MB ({r.file_ratio:.0%})"),
+        _known(getattr(r, "file_mb", None), lambda v: f"{v:.1f} MB ({r.file_ratio:.0%})"), encoder_text(r) or dash,
         _known(getattr(r, "structured", None), "{:.0%}".format),
-        _speed(r, 1), _speed(r, 32), _known(getattr(r, "p_vs_best", None), "{:.3g}".format),
+        _speed(r, 1), _speed(r, 32), _known(getattr(r, "onnx_speed_up_b1_compacted", None), "{:.2f}×".format) or dash,
+        _known(getattr(r, "p_vs_best", None), "{:.3g}".format),
     ]  # fmt: skip
     return [_value(r, bold, escape) if cell is None else escape(cell) for cell in cells]
 
@@ -171,10 +176,19 @@ def _value(r: Any, bold: str, escape) -> str:
 
 
 def _speed(r: Any, batch: int) -> str:
-    """"1.85× (csr 0.40×)": the compacted model's speed-up over dense, and the sparse-CSR path's."""
+    """``1.85× (csr 0.40×)``: the compacted model's speed-up over dense, and the sparse-CSR path's."""
     compacted = getattr(r, f"speed_up_b{batch}_compacted", None)
     csr = getattr(r, f"speed_up_b{batch}_sparse_csr", None)
     return _known(compacted, lambda v: f"{v:.2f}×" + _known(csr, lambda c: f" (csr {c:.2f}×)"))
+
+
+def encoder_text(r: Any) -> str:
+    """``4.1 of 42.5 MB (10%)``: the encoder's prunable matrices as stored in the sparse file, of their dense fp32
+    bytes; ``""`` where not recorded."""
+    stored, dense, ratio = (getattr(r, k, None) for k in ("encoder_mb", "encoder_dense_mb", "encoder_ratio"))
+    if not known(ratio):
+        return ""
+    return f"{stored:.1f} of {dense:.1f} MB ({ratio:.0%})" if known(stored) and known(dense) else f"{ratio:.0%}"
 
 
 def _known(value: Any, fmt) -> str:

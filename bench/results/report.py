@@ -1,7 +1,8 @@
 """``bench report DIR``: one self-contained ``report.html`` (no external files: plots are embedded as base64 PNG).
 
 It holds the leaderboard (95% intervals, verdicts, the trivial baseline rows, significance marks and their legend,
-with the paper reference rows that match, when the reference folder is there), the Pareto plots, the
+with the paper reference rows that match, when the reference folder is there), the Pareto plots (metric against
+remaining weights, and against the measured speed-up for cells timed with ``--measure-speed``), the
 critical-difference diagram of the pruned methods over all columns (with the Friedman p and the critical
 difference), the per-layer heatmaps, per-cell details (configuration, verdicts, best HP-search parameters, measured
 sparsity, MLflow run id) and the failed or diverged cells with their errors and tracebacks. Every string taken from
