@@ -25,6 +25,10 @@ SLOW_TESTS = {
     "test_finished_cells_carry_verdicts_intervals_baseline_schedule_and_predictions",
     "test_plot_writes_the_critical_difference_diagram_and_the_report_embeds_it",
     "test_random_configs_give_valid_cells_or_a_bench_error", "test_the_installed_conformance_suites_pass_on_it",
+    # test_onnx: two ONNX exports and ONNX Runtime timings, or a trained cell, each (6-8 s on two busy cores)
+    "test_speed_report_adds_onnx_and_flops_and_keeps_its_keys",
+    "test_onnx_report_times_dense_and_compacted_onnx_interleaved_with_parity",
+    "test_bench_export_onnx_writes_a_checked_model_onnx",
 }  # fmt: skip
 
 

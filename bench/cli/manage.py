@@ -22,6 +22,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--results", help="deprecated: the results folder, for 'bench export CELL --results DIR'")
     export.add_argument("--no-check", action="store_true", help="skip reloading and evaluating the export")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --to")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx (the compacted model) and check "
+                        "its ONNX Runtime outputs against the export (1e-4); needs pip install "
+                        "'prune-bench[onnx]'")  # fmt: skip
     export.set_defaults(func=cmd_export)
 
     forget = sub.add_parser("forget", help="remove cells (record, queue row, study, saved model, masks, predictions) "
@@ -40,9 +43,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     folder, (cell,) = folder_and_cells(args, "export", at_most=1)
     results, to = path_arg("RESULTS", folder), path_arg("--to", args.to)
     args.results_folder, args.cell = results, cell
-    info = export_cell(results, args.cell, to, check=not args.no_check, overwrite=args.overwrite)
+    info = export_cell(results, args.cell, to, check=not args.no_check, overwrite=args.overwrite, onnx=args.onnx)
     print("\n".join(summary_lines(info, to)))
-    return 0 if info.get("parity", {}).get("passed", True) else EXIT_FAILED_CHECK
+    passed = info.get("parity", {}).get("passed", True) and info.get("onnx", {}).get("parity", {}).get("passed", True)
+    return 0 if passed else EXIT_FAILED_CHECK
 
 
 def cmd_forget(args: argparse.Namespace) -> int:

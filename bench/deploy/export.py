@@ -5,6 +5,9 @@ weights file, tokenizer; the files and how they load: :mod:`bench.deploy.export_
 ``--to`` must be a new or empty folder outside the results folder (``--overwrite`` replaces an earlier export).
 Parity: :func:`export_cell` reloads the sparse file and evaluates it on the cell's eval split; every metric must
 match the cell record within :data:`PARITY_TOLERANCE`. Load an export with :func:`load_export`.
+With ``--onnx`` (the optional extra ``prune-bench[onnx]``), the export also gets ``model.onnx``, the compacted model
+as ONNX (:func:`write_onnx`), whose ONNX Runtime outputs must match the reloaded export's within 1e-4 (always
+checked: it takes a few forward passes).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bench.deploy.compaction import CompactionReport
 from bench.deploy.export_format import (
     DENSE_FILE,
     EXPORT_INFO,
+    ONNX_FILE,
     SPARSE_FILE,
     dense_bytes,
     is_export,
@@ -63,25 +67,32 @@ def check_target(to: Path, results: Path, overwrite: bool = False) -> None:
     writable_folder(to, "export folder")
 
 
-def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=print, overwrite: bool = False
-                ) -> dict[str, Any]:  # fmt: skip
+def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=print, overwrite: bool = False,
+                onnx: bool = False) -> dict[str, Any]:  # fmt: skip
     """Export the finalized model of cell ``cell_ref`` (an id prefix) of ``results`` to ``to``; with ``check``,
     reload the sparse file, evaluate it on the cell's eval split and compare with the record (``parity``). ``to``
     must be new or empty (with ``overwrite``: an earlier export, which is replaced) and outside ``results``.
 
     Returns:
         What ``export.json`` holds: ``cell``, ``compaction``, ``dense_bytes``, ``compact_bytes``, ``sparse_bytes``,
-        ``file_ratio``, and ``parity`` (``{"passed", "tolerance", "metrics": {name: {record, export, diff}}}``)
-        when checked.
+        ``file_ratio``, ``encoder_bytes``, ``encoder_dense_bytes``, ``encoder_ratio``, ``parity`` (``{"passed",
+        "tolerance", "metrics": {name: {record, export, diff}}}``) when checked, and ``onnx`` (:func:`write_onnx`)
+        with ``onnx``.
 
     Raises:
-        BenchError: no results in ``results``, a ``to`` that :func:`check_target` refuses, no unique cell with that
-            id prefix, a cell that did not finish, or a cell without a saved model (run with ``--save-models``).
+        BenchError: ``onnx`` without the extra installed (before anything is written), no results in ``results``, a
+            ``to`` that :func:`check_target` refuses, no unique cell with that id prefix, a cell that did not finish,
+            or a cell without a saved model (run with ``--save-models``).
     """
     from bench.config.resolve import load_tokenizer, task_of
     from bench.results import records
     from bench.results.folder import ResultsFolder
 
+    if onnx:
+        from bench.deploy.onnx_runtime import missing
+
+        if (reason := missing()) is not None:
+            raise BenchError(f"--onnx needs the optional extra: {reason}")
     records.require_results(results)
     check_target(to, results, overwrite)
     record = records.find_cell(records.read_records(results), cell_ref)
@@ -107,6 +118,8 @@ def export_cell(results: Path, cell_ref: str, to: Path, check: bool = True, log=
     info["file_ratio"] = info["sparse_bytes"] / info["dense_bytes"]
     if check:
         info["parity"] = parity(record, evaluate_export(to, cell, record, task))
+    if onnx:
+        info["onnx"] = write_onnx(Path(to))
     write_info(Path(to), info)
     from bench.deploy.model_card import model_card
 
@@ -139,6 +152,30 @@ def evaluate_export(folder: Path, cell, record: CellRecord, task) -> dict[str, f
         return task.evaluate(trainer, eval_examples, tokenizer, feats)
 
 
+def write_onnx(folder: Path) -> dict[str, Any]:
+    """Write ``model.onnx``, the export in ``folder`` (as :func:`load_export` loads it) as ONNX, and check that
+    ONNX Runtime computes what the export computes: on a seeded batch of 2 × 16 tokens with a padded row, and on
+    1 × 128 tokens (the axes are dynamic), every output within 1e-4 (absolute).
+
+    Returns:
+        ``{"file": "model.onnx", "bytes", "opset", "exporter", "runtime", "parity": {"max_abs_diff", "tolerance",
+        "passed"}}``.
+    """
+    import onnxruntime
+
+    from bench.deploy import onnx_runtime as rt
+
+    model = load_export(folder)
+    path = Path(folder) / ONNX_FILE
+    written = rt.export_onnx(model, path)
+    session = rt.open_session(path)
+    diff = max(rt.max_abs_diff(model, session), rt.max_abs_diff(model, session, rt.sample_inputs(model, 1, 128)))
+    return {"file": ONNX_FILE, "bytes": written["bytes"], "opset": written["opset"], "exporter": rt.EXPORTER,
+            "runtime": f"onnxruntime {onnxruntime.__version__}",
+            "parity": {"max_abs_diff": diff, "tolerance": rt.PARITY_TOLERANCE, "passed": diff <= rt.PARITY_TOLERANCE},
+            }  # fmt: skip
+
+
 def parity(record: CellRecord, metrics: dict[str, float]) -> dict[str, Any]:
     """Every numeric metric of ``record`` against the export's ``metrics``: passed when all differ by at most
     :data:`PARITY_TOLERANCE` (absolute, in the metric's units)."""
@@ -164,6 +201,16 @@ def summary_lines(info: dict[str, Any], folder: Path) -> list[str]:
         f"  files: {DENSE_FILE} {mb(info['compact_bytes'])} (compacted), {SPARSE_FILE} {mb(info['sparse_bytes'])}"
         f" = {info['file_ratio']:.1%} of the dense {mb(info['dense_bytes'])}",
     ]
+    if "encoder_bytes" in info:
+        lines.append(f"  encoder weights (Q, K, V, attention output, FFN) in {SPARSE_FILE}: "
+                     f"{mb(info['encoder_bytes'])} = {info['encoder_ratio']:.1%} of their dense "
+                     f"{mb(info['encoder_dense_bytes'])}; the rest of the file (embeddings, biases, LayerNorm, "
+                     "head) is stored dense")  # fmt: skip
+    if "onnx" in info:
+        o, ok = info["onnx"], info["onnx"]["parity"]["passed"]
+        lines.append(f"  onnx: {o['file']} {mb(o['bytes'])} (opset {o['opset']}); ONNX Runtime against the export: "
+                     f"max |diff| {o['parity']['max_abs_diff']:.2g} (tolerance {o['parity']['tolerance']:g}): "
+                     f"{'ok' if ok else 'MISMATCH'}")  # fmt: skip
     for name, row in info.get("parity", {}).get("metrics", {}).items():
         verdict = "ok" if row["diff"] is not None and row["diff"] <= PARITY_TOLERANCE else "MISMATCH"
         lines.append(f"  parity {name}: record {row['record']:.4f}, export {row['export']:.4f} "

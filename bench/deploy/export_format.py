@@ -14,7 +14,10 @@ An export folder is a transformers model folder:
 * ``model.sparse.safetensors``: the same compacted weights with the remaining unstructured zeros stored as bitmask
   or CSR (:mod:`bench.deploy.sparse_store`), so the file size follows the sparsity. :func:`load_export` rebuilds the
   model from it (or from ``model.safetensors`` with ``sparse=False``).
-* ``export.json``: the cell, the compaction report, file sizes, and the parity check (:mod:`bench.deploy.export`).
+* ``export.json``: the cell, the compaction report, file sizes (the whole file and the encoder's part), and the
+  parity check (:mod:`bench.deploy.export`).
+* ``model.onnx`` (``bench export --onnx``): the compacted model as ONNX (:mod:`bench.deploy.onnx_runtime`), with
+  its ONNX Runtime parity against the export in ``export.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MODELING_FILE = "modeling_compact.py"  # shipped by earlier versions; never writ
 SPARSE_FILE = "model.sparse.safetensors"
 DENSE_FILE = "model.safetensors"
 EXPORT_INFO = "export.json"
+ONNX_FILE = "model.onnx"  # bench export --onnx
 PREFIX = "Compact"
 _CLASSES: dict[type, type] = {}
 
@@ -113,8 +117,10 @@ def write_export(model: nn.Module, to: Path, tokenizer=None) -> dict[str, Any]:
 
     Returns:
         ``{"compaction": CompactionReport fields, "compact_bytes": size of model.safetensors,
-        "sparse_bytes": size of model.sparse.safetensors}`` (bytes).
+        "sparse_bytes": size of model.sparse.safetensors, "encoder_bytes", "encoder_dense_bytes", "encoder_ratio"}``
+        (bytes): the encoder's part, see :func:`encoder_sizes`.
     """
+    encoder_dense = sum(pw.module.weight.numel() * 4 for pw in prunable_weights(model))
     compacted, report = compact(model)
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
@@ -135,7 +141,22 @@ def write_export(model: nn.Module, to: Path, tokenizer=None) -> dict[str, Any]:
         "compaction": report.to_dict(),
         "compact_bytes": (to / DENSE_FILE).stat().st_size,
         "sparse_bytes": (to / SPARSE_FILE).stat().st_size,
+        **encoder_sizes(to / SPARSE_FILE, sparse, encoder_dense),
     }
+
+
+def encoder_sizes(path: Path, names: set[str], dense: int) -> dict[str, Any]:
+    """The encoder's share of the sparse file: ``encoder_bytes``, what ``path`` stores for the prunable weights
+    ``names`` (Q, K, V, attention output, FFN in and out of every layer, :mod:`bench.core.prunable`; biases,
+    LayerNorm, embeddings and heads are not in it), read from the file (:func:`bench.deploy.sparse_store.stored_bytes`:
+    values and bitmask or CSR indices, or the dense tensor); ``encoder_dense_bytes`` = ``dense``, the same weights
+    unpruned and uncompacted in fp32; ``encoder_ratio`` = encoder_bytes / encoder_dense_bytes. The whole file's
+    ratio (``file_ratio``) is diluted by the embeddings, which stay dense; this one answers what pruning the encoder
+    saved."""
+    from bench.deploy.sparse_store import stored_bytes
+
+    stored = stored_bytes(path, names)
+    return {"encoder_bytes": stored, "encoder_dense_bytes": dense, "encoder_ratio": stored / dense if dense else None}
 
 
 def load_export(folder: Path, sparse: bool = True) -> nn.Module:
@@ -178,8 +199,9 @@ def size_report(model: nn.Module) -> dict[str, Any]:
     """What exporting a finalized ``model`` would give, measured by writing it to a temporary folder.
 
     Returns:
-        ``{"dense_bytes", "compact_bytes", "sparse_bytes", "file_ratio" (sparse / dense), "compaction": {...}}``;
-        sizes in bytes. ``dense_bytes`` is the uncompacted model as ``save_pretrained`` writes it.
+        ``{"dense_bytes", "compact_bytes", "sparse_bytes", "file_ratio" (sparse / dense), "encoder_bytes",
+        "encoder_dense_bytes", "encoder_ratio" (:func:`encoder_sizes`), "compaction": {...}}``; sizes in bytes.
+        ``dense_bytes`` is the uncompacted model as ``save_pretrained`` writes it.
     """
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         info = write_export(model, Path(tmp))

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 FORMAT_KEY = "bench.sparse"
+PARTS = ("values", "bitmask", "crow_indices", "col_indices")  # the tensors {name}.{part} an encoded weight is stored as
 
 
 def encoded_bytes(weight: Tensor) -> dict[str, int]:
@@ -121,7 +122,19 @@ def load_sparse(path: Path) -> dict[str, Tensor]:
         raise ValueError(f"{path} is not a prune-bench sparse file (no {FORMAT_KEY!r} metadata)")
     info = json.loads(metadata[FORMAT_KEY])
     tensors = load_file(str(path))
-    encoded = {f"{name}.{part}" for name in info for part in ("values", "bitmask", "crow_indices", "col_indices")}
+    encoded = {f"{name}.{part}" for name in info for part in PARTS}
     state = {name: tensor for name, tensor in tensors.items() if name not in encoded}
     state.update({name: decode(name, meta, tensors) for name, meta in info.items()})
     return state
+
+
+def stored_bytes(path: Path, names: set[str]) -> int:
+    """Bytes the file at ``path`` (a :func:`save_sparse` or plain safetensors file) spends on the tensors ``names``:
+    each one's data as stored, whether dense (``{name}``) or encoded (``{name}.values``, ``.bitmask``,
+    ``.crow_indices``, ``.col_indices``), read from the file's header offsets. The header itself is not counted."""
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+    wanted = set(names) | {f"{name}.{part}" for name in names for part in PARTS}
+    return sum(end - start for key, entry in header.items() if key in wanted
+               for start, end in [entry["data_offsets"]])  # fmt: skip

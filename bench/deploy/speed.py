@@ -13,6 +13,8 @@ Protocol of :func:`measure_latency`:
   ``time.perf_counter``; the garbage collector is off while timing.
 * Reported per batch size and model: the median and the interquartile range (Q1, Q3, IQR = Q3 - Q1) of the
   timed runs, in milliseconds. The median and IQR are robust to the occasional run that a busy host slows down.
+* The loop itself is :func:`measure_callables`: it times any zero-argument call on that input, so that ONNX Runtime
+  sessions (:mod:`bench.deploy.onnx_runtime`) are timed by the same protocol as PyTorch modules.
 
 Why time at all instead of assuming that sparser is faster: Sanh, Wolf & Rush (2020), "Movement Pruning:
 Adaptive Sparsity by Fine-Tuning", appendix A.3, report no inference speed-up from unstructured sparsity with
@@ -28,7 +30,8 @@ import gc
 import inspect
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 
 import torch
 from torch import nn
@@ -80,7 +83,7 @@ def _check_batch_sizes(batch_sizes) -> tuple[int, ...]:
     return sizes
 
 
-def _takes_token_type_ids(model: nn.Module) -> bool:
+def takes_token_type_ids(model: nn.Module) -> bool:
     try:
         return "token_type_ids" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
@@ -105,6 +108,78 @@ def _summary(times_ms: list[float]) -> dict[str, float]:
         "q3_ms": q3,
         "runs": len(ordered),
     }
+
+
+def draw_inputs(vocab_size: int, batch: int, seq_length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The timing input of one batch size: ``input_ids`` (batch, seq_length) drawn from [0, vocab_size) with a
+    ``torch.Generator`` seeded with ``seed``, ``attention_mask`` all ones, ``token_type_ids`` all zeros."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab_size, (batch, seq_length), generator=generator, dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+            "token_type_ids": torch.zeros_like(input_ids)}  # fmt: skip
+
+
+def measure_callables(
+    prepare: Mapping[str, Callable[[dict[str, torch.Tensor]], Callable[[], object]]],
+    vocab_size: int,
+    batch_sizes=BATCH_SIZES,
+    seq_length=SEQ_LENGTH,
+    runs=RUNS,
+    warmup=WARMUP,
+    seed=0,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The timing loop of :func:`measure_latency` (the protocol of the module docstring) for any runtime.
+
+    Args:
+        prepare: {name: prepare}; per batch size, ``prepare(inputs)`` gets the :func:`draw_inputs` tensors (the same
+            ones for every name) and returns the zero-argument call to time, e.g. a model's forward pass on them or
+            an ONNX Runtime session's ``run`` on their numpy views. Preparing is not timed.
+        vocab_size, batch_sizes, seq_length, runs, warmup, seed: as for :func:`measure_latency`.
+
+    Returns:
+        The :func:`measure_latency` result shape, names in the order of ``prepare``.
+
+    Raises:
+        ValueError: empty ``prepare``, a name that is not a non-empty string or a value that is not callable, and
+            the bad numbers :func:`measure_latency` refuses.
+    """
+    _check_int("runs", runs, 1)
+    _check_int("warmup", warmup, 0)
+    _check_int("vocab_size", vocab_size, 1)
+    _check_int("seq_length", seq_length, 1)
+    _check_int("seed", seed, 0)
+    sizes = _check_batch_sizes(batch_sizes)
+    if not isinstance(prepare, Mapping) or not prepare:
+        raise ValueError(f"prepare must be a non-empty dict of name -> callable, got {prepare!r}")
+    for name, value in prepare.items():
+        if not isinstance(name, str) or not name or not callable(value):
+            raise ValueError(f"prepare[{name!r}] must be a callable under a non-empty string name, got {value!r}")
+    names = list(prepare)
+    result: dict[str, dict[str, dict[str, float]]] = {}
+    gc_was_enabled = gc.isenabled()
+    try:
+        for batch in sizes:
+            inputs = draw_inputs(vocab_size, batch, seq_length, seed)
+            calls = {name: prepare[name](inputs) for name in names}
+            times: dict[str, list[float]] = {name: [] for name in names}
+            gc.collect()
+            gc.disable()
+            with torch.inference_mode():
+                for step in range(warmup + runs):
+                    shift = step % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        start = time.perf_counter()
+                        calls[name]()
+                        elapsed_ms = (time.perf_counter() - start) * 1e3
+                        if step >= warmup:
+                            times[name].append(elapsed_ms)
+            if gc_was_enabled:
+                gc.enable()
+            result[f"batch_{batch}"] = {name: _summary(times[name]) for name in names}
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return result
 
 
 def measure_latency(
@@ -149,42 +224,19 @@ def measure_latency(
     sizes = _check_batch_sizes(batch_sizes)
     _check_models(models, vocab_size, seq_length)
 
-    names = list(models)
-    token_types = {name: _takes_token_type_ids(models[name]) for name in names}
-    training = {name: [(module, module.training) for module in models[name].modules()] for name in names}
-    result: dict[str, dict[str, dict[str, float]]] = {}
-    gc_was_enabled = gc.isenabled()
+    def forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], Callable[[], object]]:
+        keep = None if takes_token_type_ids(model) else {"input_ids", "attention_mask"}
+        return lambda inputs: partial(model, **{k: v for k, v in inputs.items() if keep is None or k in keep})
+
+    training = [(module, module.training) for model in models.values() for module in model.modules()]
     try:
         for model in models.values():
             model.eval()
-        for batch in sizes:
-            generator = torch.Generator().manual_seed(seed)
-            input_ids = torch.randint(0, vocab_size, (batch, seq_length), generator=generator, dtype=torch.long)
-            inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-            with_types = {**inputs, "token_type_ids": torch.zeros_like(input_ids)}
-            times: dict[str, list[float]] = {name: [] for name in names}
-            gc.collect()
-            gc.disable()
-            with torch.inference_mode():
-                for step in range(warmup + runs):
-                    shift = step % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        kwargs = with_types if token_types[name] else inputs
-                        start = time.perf_counter()
-                        models[name](**kwargs)
-                        elapsed_ms = (time.perf_counter() - start) * 1e3
-                        if step >= warmup:
-                            times[name].append(elapsed_ms)
-            if gc_was_enabled:
-                gc.enable()
-            result[f"batch_{batch}"] = {name: _summary(times[name]) for name in names}
+        prepare = {name: forward(model) for name, model in models.items()}
+        return measure_callables(prepare, vocab_size, sizes, seq_length, runs, warmup, seed)
     finally:
-        if gc_was_enabled:
-            gc.enable()
-        for states in training.values():
-            for module, flag in states:
-                module.training = flag
-    return result
+        for module, flag in training:
+            module.training = flag
 
 
 def speed_ups(latency: dict, reference: str = "dense") -> dict[str, dict[str, float]]:
