@@ -11,7 +11,15 @@ matrices in the sparse file against their dense fp32 size (measured; ≈ marks a
 Targets (issue 7): at 97% sparsity, >= 2x faster than dense at batch 1, and a file <= 25% of the dense one.
 Sanh, Wolf & Rush (2020), appendix A.3, report no speed-up from unstructured sparsity in standard PyTorch.
 
+With ``--structured`` it runs issue 17's matrix instead: dense, ``block_movement`` (Lagunas et al. 2021) and
+magnitude, movement and soft movement with ``granularity: structured`` × sst2 × 0.5, 0.8, 0.9, and prints each
+cell's accuracy with its 95% interval and verdict beside the compacted model's speed-ups (PyTorch and ONNX Runtime,
+batch 1 and 32) and FLOPs. Target (issue 17): a compacted model >= 2x faster than dense at batch 1 and 32 in both
+runtimes whose accuracy is clearly above chance (its interval above the trivial baseline's).
+
     HF_HUB_CACHE=../shared/hf-hub HF_HUB_OFFLINE=1 python benchmarks/inference_speedup.py [--output DIR]
+    HF_HUB_CACHE=../shared/hf-hub HF_HUB_OFFLINE=1 python benchmarks/inference_speedup.py --structured \
+        --output results/readme-structured
 
 Time it on an otherwise idle machine: the speed measurement is wall-clock.
 """
@@ -111,6 +119,66 @@ def bert_base_file_ratios(sparsities: list[float]) -> list[str]:
     return lines
 
 
+STRUCTURED_METHODS = ["dense", "magnitude", "movement", "soft_movement", "block_movement"]
+STRUCTURED_SPARSITIES = [0.5, 0.8, 0.9]
+STRUCTURED_HPARAMS = {m: {"granularity": "structured"} for m in ("magnitude", "movement", "soft_movement")}
+
+
+def speed_up(rec: dict, runtime: str, batch: int) -> float | None:
+    speed = rec.get("speed") or {}
+    table = speed if runtime == "pytorch" else speed.get("onnx") or {}
+    return (table.get("speed_up") or {}).get(f"batch_{batch}", {}).get("compacted")
+
+
+def structured_row(rec: dict) -> list:
+    cell, metric = rec["cell"], rec["primary_metric"]
+    interval = rec["metric_intervals"][metric]
+    label = cell["method"] + (" +structured" if cell["method_hparams"].get("granularity") == "structured" else "")
+    chance = "chance" if rec["verdicts"].get("chance") else "above chance"
+    c = rec["export"]["compaction"]
+    flops = (rec.get("speed") or {}).get("flops", {}).get("ratio")
+    return [
+        label, f"{cell['sparsity']:.0%}",
+        f"{rec['metrics'][metric]:.2f} [{interval['low']:.1f}, {interval['high']:.1f}]",
+        chance, f"{c['heads_removed']}/{c['heads_total']}", f"{c['ffn_units_removed']}/{c['ffn_units_total']}",
+        f"{flops:.2f}" if flops is not None else "—", f"{rec['export'].get('encoder_ratio', float('nan')):.0%}",
+        *(ratio(speed_up(rec, runtime, b)) for runtime in ("pytorch", "onnx") for b in (1, 32)),
+    ]  # fmt: skip
+
+
+STRUCTURED_HEADERS = ["method", "target", "accuracy [95% CI]", "verdict", "heads cut", "FFN units cut", "FLOPs ×",
+                      "encoder part", "b1 PyTorch", "b32 PyTorch", "b1 ONNX", "b32 ONNX"]  # fmt: skip
+
+
+def structured_verdicts(results: list[dict]) -> list[str]:
+    """Each pruned cell against issue 17's target, and its accuracy's distance from dense."""
+    dense = next((r for r in results if r["cell"]["method"] == "dense"), None)
+    lines = []
+    for rec in results:
+        if rec["cell"]["method"] == "dense":
+            continue
+        metric = rec["primary_metric"]
+        fast = [speed_up(rec, runtime, b) for runtime in ("pytorch", "onnx") for b in (1, 32)]
+        met = all(s is not None and s >= TARGET_SPEED_UP for s in fast) and not rec["verdicts"].get("chance")
+        gap = f", {rec['metrics'][metric] - dense['metrics'][metric]:+.2f} points from dense" if dense else ""
+        lines.append(f"{structured_row(rec)[0]} @ {rec['cell']['sparsity']:.0%}: "
+                     f"{'met' if met else 'missed'}{gap}")  # fmt: skip
+    return lines
+
+
+def run_structured(args: argparse.Namespace) -> None:
+    matrix = Matrix(
+        methods=STRUCTURED_METHODS, tasks=[args.task], sparsities=STRUCTURED_SPARSITIES, output=args.output,
+        measure_speed=True, save_models=args.save_models, method_hparams=STRUCTURED_HPARAMS,
+        splits={"*": {"train_split": args.train_split, "eval_split": args.eval_split}},
+    )  # fmt: skip
+    results = [r for r in run_matrix(matrix) if r["status"] == "finished"]
+    print(tabulate([structured_row(r) for r in results], headers=STRUCTURED_HEADERS, tablefmt="github",
+                   disable_numparse=True))  # fmt: skip
+    print("target: compacted >= 2x dense at batch 1 and 32, PyTorch and ONNX Runtime, accuracy above chance")
+    print("\n".join(structured_verdicts(results)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=Path("results/speedup"))
@@ -118,7 +186,10 @@ def main() -> None:
     parser.add_argument("--train-split", default="train[:2000]")
     parser.add_argument("--eval-split", default="validation")
     parser.add_argument("--save-models", action="store_true", help="keep the models, for bench export")
+    parser.add_argument("--structured", action="store_true", help="issue 17's structured matrix (module docstring)")
     args = parser.parse_args()
+    if args.structured:
+        return run_structured(args)
     matrix = Matrix(
         methods=METHODS, tasks=[args.task], sparsities=SPARSITIES, output=args.output, measure_speed=True,
         save_models=args.save_models,
