@@ -139,6 +139,9 @@ FIELDS = {
     "search_space": st.one_of(mapping_of(KNOBS, st.one_of(numbers, knob_range, anything)), anything),
     "storage": st.one_of(st.just("sqlite:///bench.db"), anything),
     "lease_seconds": st.one_of(numbers, anything),
+    "execution": st.one_of(mapping_of(["executor", "ray_address", "cpus_per_cell", "gpus_per_cell"],
+                                      st.one_of(st.sampled_from(["local", "ray", "dask", "head:6379"]), numbers,
+                                                anything)), anything),  # fmt: skip
 }
 
 def typed_value(default):
@@ -190,6 +193,9 @@ VALID = {
     "search_space": st.sampled_from(KNOBS).flatmap(lambda k: st.fixed_dictionaries({k: knob_value(k)})),
     "storage": st.just("sqlite:///bench.db"),
     "lease_seconds": st.floats(min_value=1.0, max_value=100.0),
+    "execution": st.one_of(st.just({"executor": "local"}), st.fixed_dictionaries({"executor": st.just("ray")},
+        optional={"ray_address": st.just("head:6379"), "cpus_per_cell": st.floats(0.5, 8.0),
+                  "gpus_per_cell": st.floats(0.0, 2.0)})),  # fmt: skip
 }
 valid_configs = st.fixed_dictionaries(
     {k: VALID[k] for k in ("methods", "tasks", "sparsities")},

@@ -18,6 +18,7 @@ Example config file (every key is optional except the first three; a key given a
     trials: 8                      # HP-search trials per cell (0: off)
     search_space: {learning_rate: {low: 1.0e-5, high: 1.0e-4}, warmup_ratio: 0.1, mask_lr: {low: 0.005}}
     storage: postgresql://bench@db-host/bench   # default: sqlite:///OUTPUT/bench.db
+    execution: {executor: ray, ray_address: "head-host:6379", cpus_per_cell: 4, gpus_per_cell: 1}
 
 A field's flag, if it has one, is in its ``json_schema_extra`` (:func:`matrix_flags` lists them; ``bench run`` builds
 its parser from that list). Bad values raise :class:`BenchError` with one line (:mod:`bench.config.messages`).
@@ -34,7 +35,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from bench.config.messages import Sources, unwrap
-from bench.config.parts import BudgetOverrides, Distillation, SplitPair, flag
+from bench.config.parts import BudgetOverrides, Distillation, Execution, SplitPair, flag
 from bench.config.search import check_search_ranges, check_search_space
 from bench.config.types import (
     FieldError,
@@ -164,6 +165,8 @@ class MatrixConfig(BaseModel):
     storage: NonEmptyStr | None = Field(None, description=STORAGE_HELP, json_schema_extra=flag("--storage"))
     lease_seconds: Number = Field(120.0, gt=0, le=MAX_LEASE, json_schema_extra=flag("--lease-seconds"),
                                   description="a dead worker's cell is taken over after this long (default 120)")
+    execution: Execution = Field(default_factory=Execution, description=(
+        "where cells run: in this process (default) or as Ray tasks; not part of the cell id"))  # fmt: skip
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""The nested settings of a matrix: budget overrides, per-task splits, distillation, a search knob's range.
+"""The nested settings of a matrix: budget overrides, per-task splits, distillation, where cells run, a search
+knob's range.
 
 Each is a pydantic model whose fields carry type, default, bounds and help (the flag of a field that has one is in
 its ``json_schema_extra``). Every numeric field has an upper bound far above any sensible value, so that a typo
@@ -7,11 +8,11 @@ its ``json_schema_extra``). Every numeric field has an upper bound far above any
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from bench.config.types import FieldError, NonEmptyStr, Number
+from bench.config.types import FieldError, NonEmptyStr, Number, describe
 
 MAX_DISTILLATION = 100.0  # temperature and each alpha
 
@@ -75,6 +76,48 @@ class Distillation(Part):
 
     def to_dict(self) -> dict[str, float]:
         return self.model_dump()
+
+
+EXECUTORS = ("local", "ray")
+MAX_CELL_CPUS, MAX_CELL_GPUS = 1024.0, 64.0
+
+
+def _executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise FieldError((), f"unknown executor {describe(name)}; valid: {', '.join(EXECUTORS)}")
+    return name
+
+
+class Execution(Part):
+    """Where the cells run (none of it enters a cell id): in this process (``local``, the default: the cell queue
+    in the ``storage`` database, shared with ``bench worker``), or as Ray tasks (``ray``: :mod:`bench.run.ray_executor`,
+    one task per cell with the declared resources, on the cluster at ``ray_address``)."""
+
+    what: ClassVar[str] = "execution setting"
+
+    executor: Annotated[NonEmptyStr, AfterValidator(_executor)] = Field("local", json_schema_extra=flag(
+        "--executor"), description="where cells run: local (this process, default) or ray (a Ray task per cell)")
+    ray_address: NonEmptyStr | None = Field(None, json_schema_extra=flag("--ray-address"), description=(
+        "with --executor ray: the cluster's head, host:port or auto (default: RAY_ADDRESS, the cluster started on "
+        "this machine, else a new local one)"))  # fmt: skip
+    cpus_per_cell: Number | None = Field(None, gt=0, le=MAX_CELL_CPUS, json_schema_extra=flag("--cpus-per-cell"),
+                                         description="with --executor ray: CPUs a cell's task holds (default 1)")
+    gpus_per_cell: Number | None = Field(None, ge=0, le=MAX_CELL_GPUS, json_schema_extra=flag("--gpus-per-cell"),
+                                         description="with --executor ray: GPUs a cell's task holds (default 0)")
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> Execution:
+        if self.executor != "ray":
+            for name in ("ray_address", "cpus_per_cell", "gpus_per_cell"):
+                if getattr(self, name) is not None:
+                    raise FieldError((name,), "applies to --executor ray only (the default executor is local)")
+        return self
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """A cell task's Ray resources: ``{"num_cpus": ..., "num_gpus": ...}``."""
+        cpus = 1 if self.cpus_per_cell is None else self.cpus_per_cell
+        return {"num_cpus": cpus, "num_gpus": self.gpus_per_cell or 0}
 
 
 class KnobRange(Part):

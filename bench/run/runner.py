@@ -3,8 +3,9 @@
 ``bench run`` checks the matrix (:mod:`bench.run.preflight`), expands it into cells, puts them in the cell queue
 (:mod:`bench.run.queue`, in the same database as the Optuna studies) and then works on them itself with a
 :class:`bench.run.worker.Worker`; ``bench worker`` works on the same queue from any number of other processes or
-machines. Working on a cell: claim it, run its HP search if it has one, retrain the best settings on the full
-train split, finalize, measure, evaluate (:mod:`bench.run.cell_run`), then store the record in the queue and,
+machines; with ``--executor ray`` each open cell is a Ray task instead (:mod:`bench.run.ray_executor`). Working on a
+cell: claim it, run its HP search if it has one, retrain the best settings on the full train split, finalize,
+measure, evaluate (:mod:`bench.run.cell_run`), then store the record in the queue and,
 atomically, in ``OUTPUT/cells/<id>.json``, and close its MLflow run. A cell that raises is recorded as ``failed``
 (with its traceback) and the matrix goes on; a cell whose loss becomes NaN or infinite is recorded as
 ``diverged``, with the step and no metric.
@@ -37,16 +38,32 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     matrix's cell order; a cell the queue holds no record of is left out).
 
     Cells finished in ``matrix.output`` (from this or an earlier run) are not run again; failed cells only with
-    ``retry_failed``.
+    ``retry_failed``. The cells run in this process, or with ``execution.executor == "ray"`` as Ray tasks
+    (:mod:`bench.run.ray_executor`, connected to the cluster before anything is written).
 
     Raises:
-        BenchError: bad input (:func:`bench.run.preflight.check`), before anything is written.
+        BenchError: bad input (:func:`bench.run.preflight.check`; no ray, or no Ray cluster at ``ray_address``),
+            before anything is written.
     """
+    from bench.run import preflight
+
+    cells = expand(matrix)
+    on_ray = matrix.execution.executor == "ray"
+    if on_ray:
+        from bench.run import ray_executor
+
+        ray_executor.require_ray()
+    preflight.check(matrix, cells)  # bad input fails here, before anything is written
+    if not on_ray:
+        return _run(matrix, cells, log, retry_failed)
+    with ray_executor.session(matrix.execution.ray_address):
+        return _run(matrix, cells, log, retry_failed)
+
+
+def _run(matrix: Matrix, cells: list[Cell], log: Log, retry_failed: bool) -> list[CellRecord]:
     from bench.run import preflight
     from bench.run.tracking import tracking_uri
 
-    cells = expand(matrix)
-    preflight.check(matrix, cells)  # bad input fails here, before anything is written
     ResultsFolder(matrix.output).cells.mkdir(parents=True, exist_ok=True)
     log = ProgressLog(log, matrix.output)  # the terminal, and OUTPUT/logs/progress.log
     queue = CellQueue(matrix.storage_url, matrix.lease_seconds)
@@ -65,8 +82,16 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     for line in schedule_warnings([c for c in cells if c.id not in done]):
         log(line)  # only for the cells that will run
     tracking = tracking_uri(matrix.tracking_uri, ResultsFolder(matrix.output).tracking_uri)
-    worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed, experiment=matrix.experiment)
-    worker.work(mid)
+    if matrix.execution.executor == "ray":
+        from bench.run import ray_executor
+
+        settings = ray_executor.task_settings(matrix.output, matrix.storage_url, matrix.lease_seconds, tracking,
+                                              matrix.experiment, mid)  # fmt: skip
+        ray_executor.run_cells(settings, queue, mid, matrix.execution.resources, log, retry_failed)
+    else:
+        worker = Worker(queue, matrix.output, tracking, log=log, retry_failed=retry_failed,
+                        experiment=matrix.experiment)  # fmt: skip
+        worker.work(mid)
     by_id = {r.id: r for r in queue.records(mid)}
     sync_records(queue, matrix.output, mid)
     return [by_id[c.id] for c in cells if c.id in by_id]
