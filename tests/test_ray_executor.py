@@ -1,9 +1,11 @@
-"""``bench run --executor ray`` on a real local Ray cluster (issue 18): a 2 × 2 tiny matrix with 2 trials per cell,
-a Ray worker killed mid-trial (the cell is retried and resumed, nothing lost, nothing recorded twice), ``--distill``
-students after their teacher; and the executor's bad input (exit 2, one line, nothing written).
+"""``bench run --executor ray`` on a real Ray cluster (issue 18): a 2 × 2 tiny matrix with 2 trials per cell, a Ray
+worker killed mid-trial (the cell is retried and resumed, nothing lost, nothing recorded twice), ``--distill``
+students after their teacher, a node that dies mid-cell; and the executor's bad input (exit 2, one line, nothing
+written).
 
-One head (``ray start --head --block`` on 127.0.0.1, 2 CPUs, its own ports and temp folder) serves the module; at the
-end every process of its session is ended by id and none may be left. Skipped where the ray extra is not installed.
+The cluster is two 1-CPU nodes on 127.0.0.1, started as on two machines (``ray start --head``, then ``ray start
+--address``; each ``--block`` in its own session, with its own ports); it serves the module, and at the end every
+process of both sessions is ended by id and none may be left. Skipped where the ray extra is not installed.
 """
 
 from __future__ import annotations
@@ -61,37 +63,58 @@ def session_processes(sid: int) -> list:
     return found
 
 
-class Head(NamedTuple):
+class Cluster(NamedTuple):
     address: str
-    sid: int  # the session of every process of the cluster: the head leads it
+    head: int  # the session of every process of the head node (GCS, raylet, its workers): `ray start` leads it
+    node: int  # the same of the second node
+
+
+def start_node(folder: Path, name: str, *args: str) -> subprocess.Popen:
+    """``ray start --block`` with 1 CPU, its own ports, in a new session; output in ``folder/<name>.log``."""
+    ports = [f"--{p}={free_port()}" for p in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                            "metrics-export-port", "runtime-env-agent-port")]  # fmt: skip
+    ray = Path(sys.executable).with_name("ray")  # the venv's, on PATH or not
+    command = [str(ray) if ray.exists() else "ray", "start", "--block", "--node-ip-address=127.0.0.1",
+               "--num-cpus=1", "--num-gpus=0", *args, *ports]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_"))}  # cells get them from bench run
+    log = (folder / f"{name}.log").open("w")
+    return subprocess.Popen(command, env={**env, **RAY_ENV}, stdout=log, stderr=log, start_new_session=True)
+
+
+def alive_nodes(address: str) -> int:
+    code = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **RAY_ENV})
+    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else 0
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    """A 2-CPU Ray head started for this module; all its processes are ended after."""
+def ray_cluster(tmp_path_factory):
+    """A Ray cluster of two 1-CPU nodes on 127.0.0.1, made as on many machines: ``ray start --head``, then
+    ``ray start --address``; all their processes are ended after."""
     pytest.importorskip("ray", reason=NO_RAY)
-    folder = tmp_path_factory.mktemp("ray-head")
+    folder = tmp_path_factory.mktemp("ray-cluster")
     port = free_port()
-    ports = {f"--{name}": str(free_port()) for name in ("ray-client-server-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")}  # fmt: skip
-    ray = Path(sys.executable).with_name("ray")  # the venv's, on PATH or not
-    command = [str(ray) if ray.exists() else "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-               f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-               f"--temp-dir={folder / 'ray'}", "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())
-               ]  # fmt: skip
-    log = (folder / "head.log").open("w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_"))}  # cells get them from bench run
-    head = subprocess.Popen(command, env={**env, **RAY_ENV}, stdout=log, stderr=log, start_new_session=True)
     address = f"127.0.0.1:{port}"
+    head = start_node(folder, "head", "--head", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
+                      f"--temp-dir={folder / 'ray'}", f"--ray-client-server-port={free_port()}")  # fmt: skip
+    node = None
     try:
-        deadline = time.time() + 60
-        while not (folder / "ray" / "session_latest").exists() or not answers(address):
-            assert head.poll() is None, f"ray start failed:\n{(folder / 'head.log').read_text()[-3000:]}"
-            assert time.time() < deadline, "the Ray head did not come up in 60 s"
-            time.sleep(0.5)
-        yield Head(address, head.pid)
+        wait_until(lambda: answers(address), head, folder / "head.log", "the Ray head")
+        node = start_node(folder, "node", f"--address={address}")
+        wait_until(lambda: alive_nodes(address) == 2, node, folder / "node.log", "the second node")
+        yield Cluster(address, head.pid, node.pid)
     finally:
-        stop_session(head)
+        for started in (node, head):
+            if started is not None:
+                stop_session(started)
+
+
+def wait_until(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"{what} did not start:\n{log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"{what} did not come up in {timeout:.0f} s"
+        time.sleep(0.5)
 
 
 def answers(address: str) -> bool:
@@ -103,12 +126,12 @@ def answers(address: str) -> bool:
     return True
 
 
-def stop_session(head: subprocess.Popen) -> None:
-    """End the head and every process of its session (raylet, GCS, workers), by id; none may outlive the tests."""
-    sid = head.pid  # start_new_session: the head leads its session
-    head.send_signal(signal.SIGTERM)
+def stop_session(started: subprocess.Popen) -> None:
+    """End a node and every process of its session (raylet, GCS, workers), by id; none may outlive the tests."""
+    sid = started.pid  # start_new_session: `ray start` leads its session
+    started.send_signal(signal.SIGTERM)
     try:
-        head.wait(timeout=20)
+        started.wait(timeout=20)
     except subprocess.TimeoutExpired:
         pass
     for proc in session_processes(sid):
@@ -136,9 +159,10 @@ def study_trials(storage: str, cell_id: str) -> list:
         return []
 
 
-def cell_process(sid: int, cell_id: str):
-    """The Ray worker process of session ``sid`` running ``cell_id``'s task (its title names the task), or None."""
-    for proc in session_processes(sid):
+def cell_process(sids: tuple[int, ...], cell_id: str):
+    """The Ray worker process (in one of the sessions ``sids``) running ``cell_id``'s task (its title names the
+    task), or None."""
+    for proc in (p for sid in sids for p in session_processes(sid)):
         try:
             if f"bench-cell-{cell_id[:12]}" in " ".join(proc.cmdline()):
                 return proc
@@ -160,43 +184,55 @@ def queue_rows(storage: str):
         engine.dispose()
 
 
-@needs_ray
-def test_a_2x2_matrix_runs_as_ray_tasks_and_a_killed_worker_loses_and_duplicates_nothing(
-    ray_head, tmp_path, tiny_model_dir
-):
-    from tests.test_faults import mlflow_runs
-
-    config, out, log = tmp_path / "matrix.yaml", tmp_path / "out", tmp_path / "run.log"
-    config.write_text(MATRIX.format(methods="magnitude, movement", model=tiny_model_dir, trials=2))
-    storage = f"sqlite:///{out.resolve() / 'bench.db'}"
-    run = bench_run(config, out, ray_head.address, log)
-    killed, kept, deadline = None, None, time.time() + 300
-    while killed is None:  # kill a worker during a cell's second trial: the first must survive the retry
+def mid_second_trial(run: subprocess.Popen, log: Path, out: Path, sids: tuple[int, ...]):
+    """``(cell id, its finished trial numbers, its Ray worker process)`` of the first cell seen running its second
+    trial in one of the sessions ``sids`` (a kill then has a finished trial to keep and a running one to lose)."""
+    storage, deadline = f"sqlite:///{out.resolve() / 'bench.db'}", time.time() + 300
+    while True:
         assert run.poll() is None, f"bench run ended before a second trial ran:\n{log.read_text()[-3000:]}"
         assert time.time() < deadline, "no second trial running within 300 s"
         for cell_id, state, _ in queue_rows(storage) if (out / "bench.db").exists() else []:
             trials = study_trials(storage, cell_id)
             done = [t.number for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-            running = any(t.state.name == "RUNNING" for t in trials)
-            proc = cell_process(ray_head.sid, cell_id) if state == "claimed" and running and done else None
-            if proc is not None:
-                proc.send_signal(signal.SIGKILL)  # the Ray worker, mid-trial
-                killed, kept = cell_id, done
-                break
+            if state == "claimed" and done and any(t.state.name == "RUNNING" for t in trials):
+                proc = cell_process(sids, cell_id)
+                if proc is not None:
+                    return cell_id, done, proc
         time.sleep(0.05)
-    assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
 
+
+def check_once_each(out: Path, cells: int, killed: str, kept: list[int]) -> list[dict]:
+    """Every cell finished and finalized once, one record each, 2 finished trials per study; the killed cell's
+    trials finished before the kill kept (its study resumed from the database). Returns the records."""
+    storage = f"sqlite:///{out.resolve() / 'bench.db'}"
     rows = queue_rows(storage)
-    assert len(rows) == 4 and {r.state for r in rows} == {"finished"}
-    assert [r.finalize_count for r in rows] == [1] * 4, "a cell was finalized twice"
+    assert len(rows) == cells and {r.state for r in rows} == {"finished"}
+    assert [r.finalize_count for r in rows] == [1] * cells, "a cell was finalized twice"
     found = records.read_records(out)
     assert sorted(r["id"] for r in found) == sorted(r.cell_id for r in rows), "one record per cell, no other"
     for record in found:
         finished = [t for t in study_trials(storage, record["id"]) if t.state.name in ("COMPLETE", "PRUNED")]
         assert len(finished) == 2 and record["search"]["n_trials"] == 2, "a trial was lost or run twice"
         assert record["worker"].startswith("ray:")
-        if record["id"] == killed:  # resumed from the database: the trial finished before the kill was not redone
+        if record["id"] == killed:
             assert kept == [t.number for t in finished][: len(kept)], (kept, [t.number for t in finished])
+    return found
+
+
+@needs_ray
+def test_a_2x2_matrix_runs_as_ray_tasks_and_a_killed_worker_loses_and_duplicates_nothing(
+    ray_cluster, tmp_path, tiny_model_dir
+):
+    from tests.test_faults import mlflow_runs
+
+    config, out, log = tmp_path / "matrix.yaml", tmp_path / "out", tmp_path / "run.log"
+    config.write_text(MATRIX.format(methods="magnitude, movement", model=tiny_model_dir, trials=2))
+    run = bench_run(config, out, ray_cluster.address, log)
+    killed, kept, proc = mid_second_trial(run, log, out, (ray_cluster.head, ray_cluster.node))
+    proc.send_signal(signal.SIGKILL)  # the Ray worker, mid-trial
+    assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
+
+    check_once_each(out, 4, killed, kept)
     attempts = [r for r in mlflow_runs(out) if r.data.tags.get("cell_id") == killed and "trial" not in r.data.tags]
     statuses = sorted(r.info.status for r in attempts)
     assert statuses == ["FAILED", "FINISHED"], f"the killed attempt is failed and the retry finished: {statuses}"
@@ -205,12 +241,12 @@ def test_a_2x2_matrix_runs_as_ray_tasks_and_a_killed_worker_loses_and_duplicates
 
 
 @needs_ray
-def test_distilled_students_start_after_their_teacher_finished(ray_head, tmp_path, tiny_model_dir):
+def test_distilled_students_start_after_their_teacher_finished(ray_cluster, tmp_path, tiny_model_dir):
     from tests.test_faults import mlflow_runs
 
     config, out, log = tmp_path / "matrix.yaml", tmp_path / "out", tmp_path / "run.log"
     config.write_text(MATRIX.format(methods="magnitude", model=tiny_model_dir, trials=0))
-    run = bench_run(config, out, ray_head.address, log, "--distill")
+    run = bench_run(config, out, ray_cluster.address, log, "--distill")
     assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
 
     found = {r["cell"]["method"] + str(r["cell"]["sparsity"]): r for r in records.read_records(out)}
@@ -304,3 +340,16 @@ def test_a_cell_whose_task_ray_gave_up_on_is_recorded_failed_once(tmp_path, tiny
     assert queue.claim(done.cell_id, "someone") and queue.finish(done.cell_id, "someone", {"status": "finished"})
     assert record_lost(queue, settings, done, RuntimeError("late"))["status"] == "finished"
     assert records.read_record(tmp_path / "out", done.cell_id) is None, "no record over the finished one"
+
+
+@needs_ray
+def test_a_node_that_dies_mid_cell_gets_its_cell_retried_on_another(ray_cluster, tmp_path, tiny_model_dir):
+    """Last in the module: it ends the second node (every process of its session, as a machine that dies)."""
+    config, out, log = tmp_path / "matrix.yaml", tmp_path / "out", tmp_path / "run.log"
+    config.write_text(MATRIX.format(methods="magnitude", model=tiny_model_dir, trials=2))
+    run = bench_run(config, out, ray_cluster.address, log)
+    killed, kept, _ = mid_second_trial(run, log, out, (ray_cluster.node,))
+    for proc in session_processes(ray_cluster.node):
+        proc.kill()
+    assert run.wait(timeout=600) == 0, log.read_text()[-4000:]
+    check_once_each(out, 2, killed, kept)

@@ -103,8 +103,9 @@ def connect(address: str | None) -> bool:
     check_address(address)
     try:
         ray.init(address=address, runtime_env={"env_vars": carried_env()}, logging_level=logging.WARNING)
-    except ConnectionError as err:
-        raise BenchError(f"--ray-address {address}: {str(err).splitlines()[0]}") from None
+    except ConnectionError as err:  # e.g. a head with token authentication that this process has no token for
+        hint = "a cluster started with RAY_AUTH_MODE=token needs it and its token here too: see `ray get-auth-token`"
+        raise BenchError(f"--ray-address {address}: {str(err).splitlines()[0]} ({hint})") from None
     return True
 
 
