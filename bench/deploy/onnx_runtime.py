@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -101,12 +102,18 @@ def export_onnx(model: nn.Module, path: Path) -> dict[str, Any]:
     outputs = list(_torch_outputs(model, example))
     axes = (tuple({0: "batch", 1: "sequence"} for _ in names),)  # one entry: forward's *inputs tuple
     path = Path(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on unused axis names, deprecations in its stack
-        program = torch.onnx.export(
-            _Outputs(model, names, outputs), tuple(example[n] for n in names), dynamo=True, verbose=False,
-            input_names=names, output_names=outputs, dynamic_shapes=axes, report=False, external_data=False,
-        )  # fmt: skip
+    quiet = logging.getLogger("torch.onnx")  # its registry logs "torchvision is not installed" once per export
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on unused axis names, deprecations in its stack
+            program = torch.onnx.export(
+                _Outputs(model, names, outputs), tuple(example[n] for n in names), dynamo=True, verbose=False,
+                input_names=names, output_names=outputs, dynamic_shapes=axes, report=False, external_data=False,
+            )  # fmt: skip
+    finally:
+        quiet.setLevel(level)
     program.save(str(path), external_data=False)
     opset = program.model.opset_imports.get("", None)
     return {"opset": opset, "bytes": path.stat().st_size, "inputs": names, "outputs": outputs}
