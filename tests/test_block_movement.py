@@ -24,6 +24,7 @@ from bench.deploy.compaction import compact
 from bench.deploy.export_format import load_export, write_export
 from bench.testing import _train, check_method
 from tests.conftest import tiny_config
+from tests.test_granularity import inputs, roles
 
 HEADS, HEAD, HIDDEN, FFN = 4, 16, 64, 128  # the tiny model below
 TOTAL = 2 * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)  # prunable weights of its two layers
@@ -46,17 +47,6 @@ def prepared(sparsity: float = 0.5, **hparams):
     method = BlockMovement(sparsity, **hparams)
     method.prepare(model)
     return model, method
-
-
-def roles(model, layer: int) -> dict:
-    return {pw.role: pw for pw in prunable_weights(model) if pw.layer == layer}
-
-
-def inputs():
-    ids = torch.randint(0, 1000, (3, 12), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones_like(ids)
-    mask[0, 7:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def head_parts(weights: dict) -> torch.Tensor:
