@@ -8,7 +8,15 @@ import pytest
 from bench.config.cell import Budget, Cell
 from bench.core import registry
 from bench.core.errors import BenchError
-from bench.run.search import NarrowedTrial, make_storage, open_study, run_study, sample, search_spec
+from bench.run.search import (
+    NarrowedTrial,
+    fail_abandoned_trials,
+    make_storage,
+    open_study,
+    run_study,
+    sample,
+    search_spec,
+)
 
 SHARED = {"learning_rate": {"low": 1e-5, "high": 1e-3, "log": True}, "warmup_ratio": {"low": 0.0, "high": 0.2}}
 MOVEMENT = registry.methods.get("movement")
@@ -71,6 +79,31 @@ def test_resume_after_interruption_adds_only_missing_trials(tmp_path):
     assert len(calls) == 3, "only the missing trials ran"
     run_study(study, 6, base, None, [])
     assert len(calls) == 3, "a finished study runs nothing"
+
+
+def test_a_new_holder_fails_the_dead_attempts_running_trial_and_retries_its_parameters(tmp_path):
+    """A trial left RUNNING by a killed attempt (inside the heartbeat's grace period) is failed by the worker that
+    claims the cell next and queued again with the same parameters; the study then ends with the asked number of
+    finished trials and none RUNNING."""
+    cell = make_cell()
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_seconds=3600)
+    study = open_study(cell, storage, True)
+    run_study(study, 2, fake_objective(cell, []), None, [])
+    with pytest.warns(UserWarning, match="Heartbeat"):  # ask() outside optimize(), standing in for a dead attempt
+        killed = study.ask()  # the attempt died here: the trial stays RUNNING
+    killed.suggest_float("learning_rate", 1e-5, 1e-3, log=True)
+    assert fail_abandoned_trials(storage, "no-such-study") == 0
+    assert fail_abandoned_trials(storage, cell.id) == 1
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.RUNNING) == 0
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.params for t in waiting] == [study.trials[killed.number].params]
+    run_study(study, 4, fake_objective(cell, []), None, [])
+    finished = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == 4, "the retry and one new trial make up the four"
+    lost = study.trials[killed.number].params["learning_rate"]
+    assert finished[2].params["learning_rate"] == lost, "the retry runs the killed trial's parameters"
 
 
 def test_narrowing_fixes_and_narrows_knobs():

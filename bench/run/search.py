@@ -105,6 +105,32 @@ def make_storage(url: str, heartbeat_seconds: int = 30):
         )
 
 
+def fail_abandoned_trials(storage: Any, study_name: str) -> int:
+    """Fail the RUNNING trials of the study ``study_name`` (a cell id) and queue each again with the same parameters,
+    as Optuna's heartbeat does for a stale trial (``RetryHeartbeatStaleTrialCallback``); returns how many.
+
+    Called by a worker that has just claimed the cell: only the claim's holder runs a cell's study, so a trial still
+    RUNNING belongs to an attempt that died. The heartbeat alone fails it only after its grace period; a Ray task
+    retried sooner than that would otherwise leave the killed trial RUNNING in the study and in the record.
+    """
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # no study: the cell has no search, or its first attempt died before creating it
+        return 0
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+    failed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        try:
+            storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile (UpdateFinishedTrialError)
+            continue
+        retry(study, storage.get_trial(trial._trial_id))
+        failed += 1
+    return failed
+
+
 def finished_trials(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name in FINISHED_STATES]
 

@@ -26,6 +26,7 @@ from bench.run import stop
 from bench.run.cell_run import CellRunner, Log
 from bench.run.progress import ProgressLog
 from bench.run.queue import CLAIMED, TERMINAL, CellQueue, QueuedCell, worker_name
+from bench.run.search import fail_abandoned_trials
 
 
 class Worker:
@@ -141,6 +142,7 @@ class Worker:
         label, self.waiting = f"[cell {index}/{len(rows)}] {cell.label()}", []
         started = time.perf_counter()
         self.tracker.fail_running(cell.id, f"attempt killed; the cell was restarted by {self.name}")
+        fail_abandoned_trials(self.cells.storage, cell.id)
         run_id = self.cells.start_run(cell)
         self.queue.set_run_id(cell.id, run_id)
         try:
