@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -93,10 +95,13 @@ def ray_cluster(tmp_path_factory):
     ``ray start --address``; all their processes are ended after."""
     pytest.importorskip("ray", reason=NO_RAY)
     folder = tmp_path_factory.mktemp("ray-cluster")
+    # Ray's session folder holds AF_UNIX sockets, whose paths may not exceed 107 bytes: a short folder of its own,
+    # not pytest's (/tmp/pytest-of-root/pytest-262/ray-cluster0/ray/session_<date>_<pid>/sockets/plasma_store is 110).
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = start_node(folder, "head", "--head", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats",
-                      f"--temp-dir={folder / 'ray'}", f"--ray-client-server-port={free_port()}")  # fmt: skip
+                      f"--temp-dir={temp}", f"--ray-client-server-port={free_port()}")  # fmt: skip
     node = None
     try:
         wait_until(lambda: answers(address), head, folder / "head.log", "the Ray head")
@@ -107,6 +112,7 @@ def ray_cluster(tmp_path_factory):
         for started in (node, head):
             if started is not None:
                 stop_session(started)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def wait_until(condition, proc: subprocess.Popen, log: Path, what: str, timeout: float = 90) -> None:
