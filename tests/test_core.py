@@ -135,6 +135,28 @@ def test_dense_mask_cache_follows_every_write():
     assert mask.dense_mask(torch.float64).dtype == torch.float64
 
 
+def test_a_compiled_masked_layer_follows_every_mask_write():
+    """Under torch.compile (inductor) the mask cache would be checked once, when tracing, and the compiled forward
+    kept the first mask (found by benchmarks/compile_step.py: |diff| 0.6 on this layer); it must see every write."""
+    from torch import nn
+    from torch.nn.utils import parametrize
+
+    from bench.core.masking import Mask
+
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4)
+    mask = Mask(linear.weight)
+    parametrize.register_parametrization(linear, "weight", mask)
+    compiled = torch.compile(linear, backend="inductor")
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        for step in range(3):
+            keep = torch.rand(4, 8, generator=torch.Generator().manual_seed(step)) > 0.5
+            mask.mask.copy_(keep)
+            expected = x @ (linear.parametrizations.weight.original * keep).T + linear.bias
+            assert torch.allclose(compiled(x), expected, atol=1e-6), f"a stale mask after write {step}"
+
+
 def test_equal_budgets_from_flags_and_config_give_equal_cell_ids(tmp_path):
     from bench.run.runner import Matrix, expand
 

@@ -38,8 +38,12 @@ class Mask(nn.Module):
     def dense_mask(self, dtype: torch.dtype) -> Tensor:
         """``mask`` as 0/1 of ``dtype``, cached until ``mask`` is written again (its version counter changes).
 
-        Multiplying by a float mask is about 3× faster on CPU than by a bool one, forward and backward.
+        Multiplying by a float mask is about 3× faster on CPU than by a bool one, forward and backward. Under
+        ``torch.compile`` the cache is bypassed: dynamo would check the version once, when tracing, and the compiled
+        forward would keep the first mask (measured: benchmarks/compile_step.py); the graph converts it itself.
         """
+        if torch.compiler.is_compiling():
+            return self.mask.to(dtype)
         cached = self._dense_mask
         stale = cached is None or cached.dtype != dtype or cached.device != self.mask.device
         if stale or self._dense_version != self.mask._version:
