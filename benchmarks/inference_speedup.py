@@ -31,6 +31,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from bench.results.deployment import ENGINES, speed_up
+from bench.results.leaderboard import method_label
 from bench.run.runner import Matrix, run_matrix
 
 SPARSITIES = [0.5, 0.9, 0.97, 0.99]
@@ -53,12 +55,6 @@ def encoder_part(rec: dict) -> str:
     return f"≈{(export['sparse_bytes'] - other_bytes) / (prunable * 4):.0%}"
 
 
-def onnx_ratio(speed: dict, batch: int) -> str:
-    """The compacted model's speed-up over dense under ONNX Runtime; — when not recorded or skipped."""
-    onnx = speed.get("onnx") or {}
-    return ratio((onnx.get("speed_up") or {}).get(f"batch_{batch}", {}).get("compacted"))
-
-
 def row(rec: dict) -> list:
     cell, export, speed = rec["cell"], rec["export"], rec["speed"]["speed_up"]
     c = export["compaction"]
@@ -69,7 +65,7 @@ def row(rec: dict) -> list:
         f"{c['structured_fraction']:.0%}", f"{export['sparse_bytes'] / 1e6:.1f} MB", f"{export['file_ratio']:.0%}",
         encoder_part(rec), f"{flops['ratio']:.0%}" if flops.get("ratio") is not None else "—",
         *(ratio(speed[f"batch_{b}"].get(v)) for b in (1, 32) for v in ("finalized", "compacted", "sparse_csr")),
-        onnx_ratio(rec["speed"], 1), onnx_ratio(rec["speed"], 32),
+        ratio(speed_up(rec["speed"], 1, "onnx")), ratio(speed_up(rec["speed"], 32, "onnx")),
     ]  # fmt: skip
 
 
@@ -124,16 +120,15 @@ STRUCTURED_SPARSITIES = [0.5, 0.8, 0.9]
 STRUCTURED_HPARAMS = {m: {"granularity": "structured"} for m in ("magnitude", "movement", "soft_movement")}
 
 
-def speed_up(rec: dict, runtime: str, batch: int) -> float | None:
-    speed = rec.get("speed") or {}
-    table = speed if runtime == "pytorch" else speed.get("onnx") or {}
-    return (table.get("speed_up") or {}).get(f"batch_{batch}", {}).get("compacted")
+def compacted_speed_ups(rec: dict) -> list[float | None]:
+    """The compacted model's speed-ups over dense: PyTorch batch 1 and 32, then ONNX Runtime batch 1 and 32."""
+    return [speed_up(rec.get("speed"), batch, engine) for engine in ENGINES for batch in (1, 32)]
 
 
 def structured_row(rec: dict) -> list:
     cell, metric = rec["cell"], rec["primary_metric"]
     interval = rec["metric_intervals"][metric]
-    label = cell["method"] + (" +structured" if cell["method_hparams"].get("granularity") == "structured" else "")
+    label = method_label(cell)
     chance = "chance" if rec["verdicts"].get("chance") else "above chance"
     c = rec["export"]["compaction"]
     flops = (rec.get("speed") or {}).get("flops", {}).get("ratio")
@@ -142,7 +137,7 @@ def structured_row(rec: dict) -> list:
         f"{rec['metrics'][metric]:.2f} [{interval['low']:.1f}, {interval['high']:.1f}]",
         chance, f"{c['heads_removed']}/{c['heads_total']}", f"{c['ffn_units_removed']}/{c['ffn_units_total']}",
         f"{flops:.2f}" if flops is not None else "—", f"{rec['export'].get('encoder_ratio', float('nan')):.0%}",
-        *(ratio(speed_up(rec, runtime, b)) for runtime in ("pytorch", "onnx") for b in (1, 32)),
+        *(ratio(value) for value in compacted_speed_ups(rec)),
     ]  # fmt: skip
 
 
@@ -158,7 +153,7 @@ def structured_verdicts(results: list[dict]) -> list[str]:
         if rec["cell"]["method"] == "dense":
             continue
         metric = rec["primary_metric"]
-        fast = [speed_up(rec, runtime, b) for runtime in ("pytorch", "onnx") for b in (1, 32)]
+        fast = compacted_speed_ups(rec)
         met = all(s is not None and s >= TARGET_SPEED_UP for s in fast) and not rec["verdicts"].get("chance")
         gap = f", {rec['metrics'][metric] - dense['metrics'][metric]:+.2f} points from dense" if dense else ""
         lines.append(f"{structured_row(rec)[0]} @ {rec['cell']['sparsity']:.0%}: "

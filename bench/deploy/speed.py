@@ -216,12 +216,8 @@ def measure_latency(
             repeated batch sizes; ``vocab_size`` or ``seq_length`` beyond a model's ``config.vocab_size`` or
             ``config.max_position_embeddings``. The message names the bad value.
     """
-    _check_int("runs", runs, 1)
-    _check_int("warmup", warmup, 0)
-    _check_int("vocab_size", vocab_size, 1)
+    _check_int("vocab_size", vocab_size, 1)  # _check_models compares them; measure_callables checks the rest
     _check_int("seq_length", seq_length, 1)
-    _check_int("seed", seed, 0)
-    sizes = _check_batch_sizes(batch_sizes)
     _check_models(models, vocab_size, seq_length)
 
     def forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], Callable[[], object]]:
@@ -233,7 +229,7 @@ def measure_latency(
         for model in models.values():
             model.eval()
         prepare = {name: forward(model) for name, model in models.items()}
-        return measure_callables(prepare, vocab_size, sizes, seq_length, runs, warmup, seed)
+        return measure_callables(prepare, vocab_size, batch_sizes, seq_length, runs, warmup, seed)
     finally:
         for module, flag in training:
             module.training = flag
