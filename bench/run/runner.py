@@ -18,6 +18,7 @@ half-written one.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +49,14 @@ def run_matrix(matrix: Matrix, log: Log = print, retry_failed: bool = False) -> 
     from bench.run import preflight
 
     cells = expand(matrix)
-    on_ray = matrix.execution.executor == "ray"
-    if on_ray:
+    session = nullcontext()
+    if matrix.execution.executor == "ray":
         from bench.run import ray_executor
 
         ray_executor.require_ray()
+        session = ray_executor.session(matrix.execution.ray_address)
     preflight.check(matrix, cells)  # bad input fails here, before anything is written
-    if not on_ray:
-        return _run(matrix, cells, log, retry_failed)
-    with ray_executor.session(matrix.execution.ray_address):
+    with session:
         return _run(matrix, cells, log, retry_failed)
 
 
