@@ -352,9 +352,10 @@ def test_a_cell_whose_task_ray_gave_up_on_is_recorded_failed_once(tmp_path, tiny
 def test_a_node_that_dies_mid_cell_gets_its_cell_retried_on_another(ray_cluster, tmp_path, tiny_model_dir):
     """Last in the module: it ends the second node (every process of its session, as a machine that dies)."""
     config, out, log = tmp_path / "matrix.yaml", tmp_path / "out", tmp_path / "run.log"
-    # Eight times the examples of the other tests: each trial runs long enough (64 steps) for the poll to see the
-    # cell on the second node mid-trial even on a loaded machine (with 8 steps, a CI run missed the window).
-    matrix = MATRIX.format(methods="magnitude", model=tiny_model_dir, trials=2).replace("train[:64]", "train[:512]")
+    # 64 times the examples of the other tests: each trial runs long enough (512 steps, about 8 s) for the poll to
+    # see the cell on the second node in its second trial even on a loaded machine (CI runs missed the window with
+    # 8 steps, and with 64 steps: about 1 s).
+    matrix = MATRIX.format(methods="magnitude", model=tiny_model_dir, trials=2).replace("train[:64]", "train[:4096]")
     config.write_text(matrix)
     run = bench_run(config, out, ray_cluster.address, log)
     killed, kept, _ = mid_second_trial(run, log, out, (ray_cluster.node,))
