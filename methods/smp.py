@@ -138,7 +138,7 @@ class SMP(PruningMethod):
         for name, keep in self.layer_budgets(sparsity).items():
             mask = self.masks[name]
             n = mask.scores.numel()
-            mask.mask.copy_(topk_mask(mask.scores, (n - keep) / n))
+            mask.mask.copy_(topk_mask(mask.scores, (n - keep) / n, (self.grouping.warm, name)))
 
     def layer_budgets(self, sparsity: float) -> dict[str, int]:
         """SMP-S: weights each matrix keeps at ``sparsity``, {module name: count}.

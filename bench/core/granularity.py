@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.core.errors import BenchError
-from bench.core.masking import StraightThroughMask, global_topk_masks, keep_top, min_kept, topk_masks
+from bench.core.masking import StraightThroughMask, WarmKthValue, global_topk_masks, keep_top, min_kept, topk_masks
 from bench.core.prunable import PrunableWeight
 
 GRANULARITIES = ("unstructured", "block", "structured")
@@ -198,7 +198,7 @@ class Grouping:
     def __init__(self, granularity: str = "unstructured", block_size: int = 32,
                  weights: list[PrunableWeight] | tuple = (), heads: int | None = None):  # fmt: skip
         self.granularity = granularity
-        self.unstructured = granularity == "unstructured"
+        self.unstructured, self.warm = granularity == "unstructured", WarmKthValue()  # warm: last top-k thresholds
         self.expansions: dict[str, Expansion] = {}
         self.sets: list[ScoreSet] = []
         if granularity == "block":
@@ -250,7 +250,7 @@ class Grouping:
         """Masks at ``sparsity`` per matrix (``block``) or per layer (``structured``, heads first, FFN units taking
         up the difference); per-weight local top-k (:func:`~bench.core.masking.topk_masks`) when unstructured."""
         if self.unstructured:
-            return topk_masks(scores, sparsity)
+            return topk_masks(scores, sparsity, self.warm)
         pooled, keep, carry = self.pooled(scores), {}, {}
         for s in self.sets:
             target = sparsity * s.numel + carry.get(s.layer, 0.0)
