@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from bench.methods.l0 import L0, eval_gate, sample_gate
+from bench.methods.l0 import BETA, L0, LEFT, RIGHT, eval_gate, sample_gate
 
 from bench.core.errors import BenchError
 from bench.core.prunable import prunable_weights
@@ -39,6 +39,32 @@ def test_sampled_gates_follow_the_hard_concrete_distribution(score):
     assert float((z == 1).float().mean()) == pytest.approx(p_one, abs=0.006)
     # 0 < z < 1 happens too: the gate is not a plain Bernoulli.
     assert 0.05 < float(((z > 0) & (z < 1)).float().mean()) < 0.95
+
+
+def composed_gate(scores, beta=BETA, left=LEFT, right=RIGHT):
+    """Louizos et al. eq. (10)-(11) as plain autograd ops: what sample_gate must equal bit for bit."""
+    u = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
+    s = torch.sigmoid((u.log() - (-u).log1p() + scores) / beta)
+    return (s * (right - left) + left).clamp(0.0, 1.0)
+
+
+@pytest.mark.parametrize("beta", [BETA, 0.5])
+def test_the_in_place_gate_equals_the_composed_ops_bit_for_bit(beta):
+    """Same random draws, same gates, same gradients (with gates at 0, at 1 and in between, and -0.0 grads)."""
+    start = torch.linspace(-6.0, 6.0, 300_000).view(600, 500)
+    upstream = torch.randn(600, 500)
+    upstream[0, :10] = -0.0
+    gates, grads = [], []
+    for gate in (sample_gate, composed_gate):
+        scores = start.clone().requires_grad_()
+        torch.manual_seed(3)
+        z = gate(scores, beta)
+        (z * upstream).sum().backward()
+        gates.append(z.detach())
+        grads.append(scores.grad)
+    assert torch.equal(gates[0], gates[1]) and torch.equal(grads[0], grads[1])
+    assert bool((gates[0] == 0).any()) and bool((gates[0] == 1).any()) and bool(((gates[0] > 0) & (gates[0] < 1)).any())
+    assert torch.equal(torch.signbit(grads[0]), torch.signbit(grads[1]))
 
 
 def test_eval_gate_at_init_is_098_and_deterministic(tiny_bert):
