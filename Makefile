@@ -1,6 +1,6 @@
 # Two commands on a fresh clone: `make run` (set up, then the main job) and `make test` (set up, then the fast tests).
 #
-#   make run        venv + torch + the project, then the main job (6 cells, about 19 minutes on 2 CPU cores)
+#   make run        venv + torch + the project, then the main job (6 cells, about 14 minutes on 2 CPU cores)
 #   make test       the fast test tier (everything not marked slow or integration; a few minutes on 2 cores)
 #   make test-all   every test, as CI runs them (about 10 minutes on 2 idle cores)
 #   make regress    the regression gate (bench regress, about 4 minutes)
