@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,15 @@ import sqlalchemy as sa
 
 from bench.config.presets import QUICK_MODEL
 from bench.run.queue import CellQueue
+from bench.testing.ray_cluster import (
+    RAY_ENV,
+    answers,
+    free_port,
+    ray_executable,
+    session_processes,
+    start_node,
+    stop_node,
+)
 
 MATRIX = """
 methods: [{methods}]
@@ -59,7 +66,6 @@ trials: {trials}
 {storage}budget: {{epochs: 1, batch_size: 16, max_length: 64}}
 splits: {{"*": {{train_split: "{train}", eval_split: "{eval}"}}}}
 """
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # a throwaway head on 127.0.0.1
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 CELL_TITLE = b"bench-cell-"  # in a Ray worker's process title (ray::bench-cell-<id>) while it runs a cell task
 
@@ -162,76 +168,21 @@ def run_local(workers: int, server: str, model: str, root: Path, args: argparse.
 
 
 # ---- ray: a throwaway head with 1 or 2 CPUs -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ray_executable() -> str:
-    found = Path(sys.executable).with_name("ray")  # the venv's, on PATH or not
-    return str(found) if found.exists() else "ray"
-
-
 def start_head(cpus: int, folder: Path) -> tuple[subprocess.Popen, str]:
-    """``ray start --head --block`` with ``cpus`` CPUs on 127.0.0.1, in a session of its own; its address."""
+    """A head with ``cpus`` CPUs on 127.0.0.1 (:func:`bench.testing.ray_cluster.start_node`); its address."""
     port = free_port()
-    ports = [f"--{p}={free_port()}" for p in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                            "metrics-export-port", "runtime-env-agent-port",
-                                            "ray-client-server-port")]  # fmt: skip
-    command = [ray_executable(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-               f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats",
-               "--object-store-memory=200000000", f"--temp-dir={folder / 'ray'}", *ports]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_"))}  # cells get them from bench run
-    log = (folder / f"head{cpus}.log").open("w")
-    head = subprocess.Popen(command, env={**env, **RAY_ENV}, stdout=log, stderr=log, start_new_session=True)
+    log = folder / f"head{cpus}.log"
+    head = start_node(log, "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+                      "--disable-usage-stats", "--object-store-memory=200000000", f"--temp-dir={folder / 'ray'}",
+                      f"--ray-client-server-port={free_port()}")  # fmt: skip
     address = f"127.0.0.1:{port}"
     deadline = time.time() + 120
     while not answers(address):
         if head.poll() is not None or time.time() > deadline:
-            stop_head(head)
-            sys.exit(f"the Ray head did not start:\n{(folder / f'head{cpus}.log').read_text()[-3000:]}")
+            stop_node(head)
+            sys.exit(f"the Ray head did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.5)
     return head, address
-
-
-def answers(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-def session_pids(sid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getsid(int(entry)) == sid:
-                    found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    """End the head and every process of its session (GCS, raylet, workers), by id."""
-    sid = head.pid  # start_new_session: `ray start` leads its session
-    head.send_signal(signal.SIGTERM)
-    try:
-        head.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in session_pids(sid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    deadline = time.time() + 20
-    while session_pids(sid) and time.time() < deadline:
-        time.sleep(0.2)
 
 
 def read_proc(pid: int, name: str) -> bytes:
@@ -263,7 +214,7 @@ class CorePinner(threading.Thread):
         scanned = 0.0
         while not self.halt.is_set():
             if time.time() - scanned > 1:
-                self.workers = {p for p in session_pids(self.sid) if b"ray::" in read_proc(p, "cmdline")}
+                self.workers = {p.pid for p in session_processes(self.sid) if b"ray::" in read_proc(p.pid, "cmdline")}
                 scanned = time.time()
                 for pid in self.held:
                     self.busy[pid] = busy_threads(pid) or self.busy.get(pid, 0)
@@ -343,7 +294,7 @@ def run_ray(cpus: int, model: str, root: Path, args: argparse.Namespace) -> Resu
         last = max(p.stat().st_mtime for p in (output / "cells").glob("*.json"))
     finally:
         pinner.stop()
-        stop_head(head)
+        stop_node(head)
     duplicated, lost, failed, cell_seconds = count(storage or f"sqlite:///{output / 'bench.db'}", output,
                                                    args.cells, args.trials)  # fmt: skip
     envs = sorted({json.dumps(e, sort_keys=True) for e in pinner.env.values()})

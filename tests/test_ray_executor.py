@@ -14,7 +14,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,14 @@ import pytest
 
 from bench.cli.app import main
 from bench.results import records
+from bench.testing import ray_cluster as cluster
+from bench.testing.ray_cluster import RAY_ENV, answers, free_port, session_processes
 from tests.conftest import needs_minilm
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, needs_minilm]
 
 NO_RAY = "the ray extra is not installed (pip install 'prune-bench[ray]')"
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=NO_RAY)
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # a throwaway head on 127.0.0.1
 
 MATRIX = """\
 methods: [{methods}]
@@ -46,25 +46,6 @@ splits: {{"*": {{train_split: "train[:64]", eval_split: "validation[:24]"}}}}
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def session_processes(sid: int) -> list:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid:
-                found.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return found
-
-
 class Cluster(NamedTuple):
     address: str
     head: int  # the session of every process of the head node (GCS, raylet, its workers): `ray start` leads it
@@ -72,15 +53,8 @@ class Cluster(NamedTuple):
 
 
 def start_node(folder: Path, name: str, *args: str) -> subprocess.Popen:
-    """``ray start --block`` with 1 CPU, its own ports, in a new session; output in ``folder/<name>.log``."""
-    ports = [f"--{p}={free_port()}" for p in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                            "metrics-export-port", "runtime-env-agent-port")]  # fmt: skip
-    ray = Path(sys.executable).with_name("ray")  # the venv's, on PATH or not
-    command = [str(ray) if ray.exists() else "ray", "start", "--block", "--node-ip-address=127.0.0.1",
-               "--num-cpus=1", "--num-gpus=0", *args, *ports]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "MLFLOW_"))}  # cells get them from bench run
-    log = (folder / f"{name}.log").open("w")
-    return subprocess.Popen(command, env={**env, **RAY_ENV}, stdout=log, stderr=log, start_new_session=True)
+    """A 1-CPU node (:func:`bench.testing.ray_cluster.start_node`), its output in ``folder/<name>.log``."""
+    return cluster.start_node(folder / f"{name}.log", "--num-cpus=1", *args)
 
 
 def alive_nodes(address: str) -> int:
@@ -123,29 +97,9 @@ def wait_until(condition, proc: subprocess.Popen, log: Path, what: str, timeout:
         time.sleep(0.5)
 
 
-def answers(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
 def stop_session(started: subprocess.Popen) -> None:
     """End a node and every process of its session (raylet, GCS, workers), by id; none may outlive the tests."""
-    sid = started.pid  # start_new_session: `ray start` leads its session
-    started.send_signal(signal.SIGTERM)
-    try:
-        started.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    for proc in session_processes(sid):
-        proc.kill()
-    deadline = time.time() + 20
-    while session_processes(sid) and time.time() < deadline:
-        time.sleep(0.2)
-    left = [(p.pid, p.name()) for p in session_processes(sid) if p.status() != "zombie"]
+    left = cluster.stop_node(started)
     assert not left, f"Ray processes outlived the tests: {left}"
 
 
